@@ -1,0 +1,359 @@
+"""export-onnx: Keras -> ONNX that is verified, self-describing, and optionally quantized.
+
+1. Convert with tf2onnx (``from_function`` on a named ``TensorSpec``: ``from_keras`` is broken
+   with Keras 3). The graph takes raw 0-255 pixels ``[N, 48, 48, 1]``; the rescale is inside it.
+2. Describe: the :class:`runtime.contract.ModelSpec` (``labels``, ``model_spec``) and provenance
+   go into ``metadata_props``; ``onnx.checker.check_model(full_check=True)`` must pass.
+3. Verify on real faces: Keras and onnxruntime must agree (fp32: max |diff| <= 1e-4, 100 % argmax)
+   or the export fails with exit 1 and leaves no file.
+4. Optional ``--fp16`` and ``--int8`` variants, each measured against fp32 in the same run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from runtime.cli_support import EXIT_FAILED, ArgumentParser, UserError, atomic_path, check_output_path, run_main
+from runtime.contract import ContractError, ModelSpec
+
+OPSET = 17  # onnxruntime >= 1.14 runs it everywhere; tf2onnx 1.16+ writes it
+INPUT_NAME = "pixels"  # stable graph input name: raw 0-255 grayscale faces, NHWC
+OUTPUT_NAME = "probs"  # stable graph output name: class probabilities
+FP32_ATOL = 1e-4  # max |keras - onnx| accepted for the fp32 export
+FP16_MIN_AGREEMENT = 0.99  # argmax agreement with fp32 a float16 variant must reach
+INT8_MIN_AGREEMENT = 0.95  # argmax agreement with fp32 an INT8 variant must reach
+_PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_data(split: str) -> Path:
+    """``../shared/fer2013/<split>`` from the working directory, else from the project root."""
+    rel = Path("..") / "shared" / "fer2013" / split
+    return rel if rel.is_dir() else _PROJECT_ROOT / rel
+
+
+@dataclass
+class FaceSet:
+    """Faces used to verify or calibrate: raw pixels and (when known) true labels."""
+
+    x: np.ndarray
+    y: np.ndarray | None
+    source: str
+
+
+def load_faces(folder: Path | None, count: int, spec: ModelSpec, seed: int, what: str) -> FaceSet:
+    """Up to ``count`` real faces from a FER2013-layout folder, stratified; random pixels if absent."""
+    if folder is not None and Path(folder).is_dir():
+        from trainer.data import load_folder_split
+
+        per_class = max(1, count // spec.num_classes)
+        split = load_folder_split(Path(folder), spec.labels, spec.input_hw, limit_per_class=per_class, seed=seed)
+        return FaceSet(split.x.astype(np.float32), split.y, str(folder))
+    print(f"warning: no {what} folder ({folder}); using {count} random images: accuracy cannot be measured",
+          file=sys.stderr)
+    rng = np.random.default_rng(seed)
+    return FaceSet(rng.integers(0, 256, (count, *spec.input_shape)).astype(np.float32), None, "random")
+
+
+def convert(model, spec: ModelSpec, opset: int = OPSET):  # noqa: ANN001, ANN201
+    """Convert a Keras model to an ``onnx.ModelProto`` with stable names and a dynamic batch."""
+    import onnx
+    import tensorflow as tf
+    import tf2onnx
+
+    signature = (tf.TensorSpec((None, *spec.input_shape), tf.float32, name=INPUT_NAME),)
+
+    @tf.function(input_signature=signature)
+    def serve(pixels):  # noqa: ANN001, ANN202
+        return {OUTPUT_NAME: model(pixels, training=False)}
+
+    proto, _ = tf2onnx.convert.from_function(serve, input_signature=signature, opset=opset)
+    graph = proto.graph
+    old_out = graph.output[0].name
+    if old_out != OUTPUT_NAME:
+        for node in graph.node:
+            node.output[:] = [OUTPUT_NAME if o == old_out else o for o in node.output]
+        graph.output[0].name = OUTPUT_NAME
+    old_in = graph.input[0].name
+    if old_in != INPUT_NAME:
+        for node in graph.node:
+            node.input[:] = [INPUT_NAME if i == old_in else i for i in node.input]
+        graph.input[0].name = INPUT_NAME
+    graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    graph.output[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    proto.doc_string = "Facial emotion CNN; input: raw 0-255 grayscale faces NHWC; output: class probabilities"
+    onnx.checker.check_model(proto)
+    return proto
+
+
+def set_metadata(proto, entries: dict[str, str]) -> None:  # noqa: ANN001
+    """Replace ``metadata_props`` entries of an ONNX model."""
+    keep = [p for p in proto.metadata_props if p.key not in entries]
+    del proto.metadata_props[:]
+    for p in keep:
+        proto.metadata_props.add(key=p.key, value=p.value)
+    for key, value in entries.items():
+        proto.metadata_props.add(key=key, value=value)
+
+
+def provenance(model_path: Path, opset: int, variant: str) -> dict[str, str]:
+    """Source hash, training data and accuracy (from the run folder), export time, tool versions."""
+    import keras
+    import onnx
+    import onnxruntime
+    import tensorflow as tf
+    import tf2onnx
+
+    meta = {
+        "variant": variant,
+        "opset": str(opset),
+        "source_model": model_path.name,
+        "source_sha256": hashlib.sha256(model_path.read_bytes()).hexdigest(),
+        "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "tool_versions": json.dumps({"tensorflow": tf.__version__, "keras": keras.__version__,
+                                     "tf2onnx": tf2onnx.__version__, "onnx": onnx.__version__,
+                                     "onnxruntime": onnxruntime.__version__}),
+    }
+    run = model_path.parent
+    if (run / "config.json").is_file():
+        cfg = json.loads((run / "config.json").read_text())
+        meta["training_data"] = str(cfg.get("data", ""))
+        meta["training_config"] = json.dumps(cfg, separators=(",", ":"))
+    if (run / "metrics.json").is_file():
+        m = json.loads((run / "metrics.json").read_text())
+        meta["test_accuracy"] = str(m.get("accuracy"))
+        meta["test_split"] = f"{m.get('source', '')} (n={m.get('n')})"
+    return meta
+
+
+def ort_session(path_or_bytes, threads: int = 0):  # noqa: ANN001, ANN201
+    """A CPU onnxruntime session with full graph optimisation."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    return ort.InferenceSession(path_or_bytes, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def run_onnx(session, x: np.ndarray, batch: int = 256) -> np.ndarray:  # noqa: ANN001
+    """Probabilities of ``x`` through an onnxruntime session, in batches."""
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: x[i : i + batch]})[0] for i in range(0, len(x), batch)])
+
+
+def faces_per_second(session, x: np.ndarray, batch: int = 64, seconds: float = 1.5) -> float:  # noqa: ANN001
+    """Throughput of a session at a fixed batch size, after a warm-up."""
+    name = session.get_inputs()[0].name
+    xb = np.ascontiguousarray(np.resize(x, (batch, *x.shape[1:])))
+    session.run(None, {name: xb})
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        session.run(None, {name: xb})
+        n += batch
+    return n / (time.perf_counter() - t0)
+
+
+def compare(reference: np.ndarray, probs: np.ndarray, y: np.ndarray | None) -> dict:
+    """Max |diff|, argmax agreement and (with labels) accuracy of ``probs`` against ``reference``."""
+    out = {
+        "max_abs_diff": float(np.abs(reference - probs).max()),
+        "argmax_agreement": float((reference.argmax(1) == probs.argmax(1)).mean()),
+    }
+    if y is not None:
+        out["accuracy"] = float((probs.argmax(1) == y).mean())
+    return out
+
+
+def to_fp16(proto):  # noqa: ANN001, ANN201
+    """float16 weights and compute; the graph's input and output stay float32."""
+    import warnings
+
+    from onnxconverter_common import float16
+
+    with warnings.catch_warnings():  # it warns once per tiny weight it rounds to zero
+        warnings.simplefilter("ignore")
+        return float16.convert_float_to_float16(proto, keep_io_types=True)
+
+
+def to_int8(fp32_path: Path, out_path: Path, calib: np.ndarray) -> None:
+    """Static INT8 quantization (QDQ, per-channel weights) calibrated on real faces."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter(calib[i : i + 32] for i in range(0, len(calib), 32))
+
+        def get_next(self) -> dict | None:
+            batch = next(self._it, None)
+            return None if batch is None else {INPUT_NAME: batch}
+
+    pre = out_path.with_name(out_path.name + ".pre.onnx")
+    try:
+        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        quantize_static(str(pre), str(out_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    finally:
+        pre.unlink(missing_ok=True)
+
+
+def export(
+    model_path: Path,
+    output: Path,
+    labels: Sequence[str] | None = None,
+    opset: int = OPSET,
+    verify_dir: Path | None = None,
+    verify_count: int = 700,
+    fp16: bool = False,
+    int8: bool = False,
+    calib_dir: Path | None = None,
+    calib_count: int = 700,
+    seed: int = 0,
+) -> dict:
+    """Export, describe and verify; returns the report. Raises :class:`UserError` on failure."""
+    from trainer.model import load_model, read_spec
+
+    model_path, output = Path(model_path), Path(output)
+    if not model_path.is_file():
+        raise UserError(f"model {model_path} does not exist: give a .keras file from trainer-fit")
+    check_output_path(output, "output")
+    if output.suffix.lower() != ".onnx":
+        raise UserError(f"output {output} must end in .onnx")
+    try:
+        spec = ModelSpec(labels=tuple(labels)) if labels else read_spec(model_path)
+    except ContractError as exc:
+        raise UserError(f"--labels: {exc}") from None
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    model = load_model(model_path)
+    in_shape = tuple(model.input_shape[1:])
+    if in_shape != spec.input_shape:
+        raise UserError(f"model takes input {in_shape} but the contract says {spec.input_shape}: "
+                        "export a model built by trainer-fit")
+    n_out = model.output_shape[-1]
+    if n_out != spec.num_classes:
+        raise UserError(f"model has {n_out} outputs but {spec.num_classes} labels {list(spec.labels)}: "
+                        "give matching --labels")
+
+    t0 = time.perf_counter()
+    proto = convert(model, spec, opset)
+    set_metadata(proto, {**spec.to_metadata(), **provenance(model_path, opset, "fp32")})
+    import onnx
+
+    onnx.checker.check_model(proto, full_check=True)
+
+    faces = load_faces(verify_dir, verify_count, spec, seed, "verification")
+    keras_probs = np.asarray(model.predict(faces.x, batch_size=256, verbose=0))
+    fp32_session = ort_session(proto.SerializeToString())
+    fp32_probs = run_onnx(fp32_session, faces.x)
+    fp32 = compare(keras_probs, fp32_probs, faces.y)
+    report: dict = {"source": str(model_path), "verify_set": faces.source, "verify_faces": len(faces.x),
+                    "opset": opset, "labels": list(spec.labels)}
+    ok = fp32["max_abs_diff"] <= FP32_ATOL and fp32["argmax_agreement"] == 1.0
+    report["fp32"] = {"path": str(output), **fp32, "keras_accuracy": None if faces.y is None else
+                      float((keras_probs.argmax(1) == faces.y).mean())}
+    if not ok:
+        raise UserError(f"export does not verify: max |keras - onnx| {fp32['max_abs_diff']:.2e} (limit {FP32_ATOL:.0e}), "
+                        f"argmax agreement {fp32['argmax_agreement']:.4f} (need 1.0); nothing written",
+                        exit_code=EXIT_FAILED)
+    with atomic_path(output) as tmp:
+        onnx.save(proto, tmp)
+    report["fp32"]["bytes"] = output.stat().st_size
+    fp32_fps = faces_per_second(fp32_session, faces.x)
+    report["fp32"]["faces_per_s"] = round(fp32_fps, 1)
+
+    variants = []
+    if fp16:
+        path = output.with_name(output.stem + ".fp16.onnx")
+        half = to_fp16(proto)
+        set_metadata(half, provenance(model_path, opset, "fp16"))
+        with atomic_path(path) as tmp:
+            onnx.save(half, tmp)
+        variants.append(("fp16", path, FP16_MIN_AGREEMENT))
+    if int8:
+        path = output.with_name(output.stem + ".int8.onnx")
+        calib = load_faces(calib_dir, calib_count, spec, seed + 1, "calibration")
+        with atomic_path(path) as tmp:
+            to_int8(output, tmp, calib.x)
+            q = onnx.load(tmp)
+            set_metadata(q, provenance(model_path, opset, "int8"))
+            onnx.save(q, tmp)
+        report["int8_calibration"] = {"faces": len(calib.x), "source": calib.source}
+        variants.append(("int8", path, INT8_MIN_AGREEMENT))
+    failed = []
+    for name, path, bound in variants:
+        session = ort_session(str(path))
+        got = compare(fp32_probs, run_onnx(session, faces.x), faces.y)
+        fps = faces_per_second(session, faces.x)
+        entry = {"path": str(path), "bytes": path.stat().st_size, **got, "min_agreement": bound,
+                 "faces_per_s": round(fps, 1), "speedup_vs_fp32": round(fps / fp32_fps, 2)}
+        if faces.y is not None:
+            entry["accuracy_delta_points"] = round(100 * (got["accuracy"] - fp32["accuracy"]), 2)
+        report[name] = entry
+        if got["argmax_agreement"] < bound:
+            failed.append(f"{name} agrees with fp32 on {got['argmax_agreement']:.3f} of faces (need {bound})")
+            path.unlink()
+            entry["path"] = None
+    report["seconds"] = round(time.perf_counter() - t0, 1)
+    report_path = output.with_name(output.stem + ".export.json")
+    with atomic_path(report_path) as tmp:
+        tmp.write_text(json.dumps(report, indent=2))
+    if failed:
+        raise UserError("; ".join(failed) + f"; see {report_path}", exit_code=EXIT_FAILED)
+    return report
+
+
+def format_report(report: dict) -> str:
+    """One line per variant: size, agreement, accuracy, faces/s."""
+    lines = [f"verified on {report['verify_faces']} faces from {report['verify_set']} (opset {report['opset']})"]
+    for name in ("fp32", "fp16", "int8"):
+        r = report.get(name)
+        if not r:
+            continue
+        acc = f", accuracy {r['accuracy']:.4f}" if "accuracy" in r else ""
+        delta = f" ({r['accuracy_delta_points']:+.2f} pts)" if "accuracy_delta_points" in r else ""
+        speed = f", {r['faces_per_s']:.0f} faces/s" + (f" ({r['speedup_vs_fp32']:.2f}x fp32)" if "speedup_vs_fp32" in r else "")
+        lines.append(f"{name}: {r['path']} {r['bytes'] / 1e6:.2f} MB, max|diff| {r['max_abs_diff']:.2e}, "
+                     f"argmax agreement {r['argmax_agreement']:.4f}{acc}{delta}{speed}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """export-onnx: convert a trained Keras model to a verified ONNX file."""
+    p = ArgumentParser(prog="export-onnx", description="Convert a trainer-fit .keras model to verified ONNX.")
+    p.add_argument("model", type=Path, help=".keras model from trainer-fit (e.g. runs/fer2013/best.keras)")
+    p.add_argument("--output", "-o", type=Path, default=Path("model.onnx"), help="ONNX file to write")
+    p.add_argument("--labels", default=None, help="comma-separated class names in output order "
+                   "(default: read from the model)")
+    p.add_argument("--opset", type=int, default=OPSET, help="ONNX opset")
+    p.add_argument("--verify-dir", type=Path, default=_default_data("test"),
+                   help="FER2013-layout folder of real faces for verification")
+    p.add_argument("--verify-count", type=int, default=700, help="faces used for verification")
+    p.add_argument("--fp16", action="store_true", help="also write <output>.fp16.onnx (float16 weights)")
+    p.add_argument("--int8", action="store_true", help="also write <output>.int8.onnx (static INT8, QDQ)")
+    p.add_argument("--calib-dir", type=Path, default=_default_data("train"),
+                   help="FER2013-layout folder of real training faces for INT8 calibration")
+    p.add_argument("--calib-count", type=int, default=700, help="faces used for INT8 calibration")
+    p.add_argument("--seed", type=int, default=0, help="seed of the face samples")
+    args = p.parse_args(argv)
+    if args.verify_count < 7 or args.calib_count < 7:
+        raise UserError("--verify-count and --calib-count must be at least 7")
+    labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
+    report = export(args.model, args.output, labels, args.opset, args.verify_dir, args.verify_count,
+                    args.fp16, args.int8, args.calib_dir, args.calib_count, args.seed)
+    print(format_report(report), file=sys.stderr)
+    print(json.dumps({k: report[k] for k in ("fp32", "fp16", "int8") if k in report}))
+    return 0
+
+
+cli = run_main(main, "export-onnx")

@@ -1,0 +1,7 @@
+"""The shipped default model: the documented CNN trained on FER2013 (see MODEL_CARD.md)."""
+
+from pathlib import Path
+
+MODELS_DIR = Path(__file__).resolve().parent
+DEFAULT_MODEL = MODELS_DIR / "emotion_cnn.onnx"  # fp32, verified against Keras by export-onnx
+INT8_MODEL = MODELS_DIR / "emotion_cnn.int8.onnx"  # static INT8 (QDQ), if it met its accuracy bound

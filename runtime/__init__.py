@@ -1,0 +1,39 @@
+"""emocam runtime: facial emotion to emoji with numpy, OpenCV and onnxruntime (never TensorFlow).
+
+Five lines from Python::
+
+    import cv2
+    from runtime import Pipeline
+    pipe = Pipeline()                                  # shipped model, Haar, tracker, emoji
+    frame = cv2.imread("photo.jpg")
+    cv2.imwrite("out.jpg", pipe(frame)[0])             # emoji on every face
+
+The names below are imported lazily, so ``runtime.contract`` stays light.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Faces": "runtime.faces",
+    "ModelSpec": "runtime.contract",
+    "FER2013_LABELS": "runtime.contract",
+    "HaarDetector": "runtime.detector",
+    "EmotionClassifier": "runtime.classifier",
+    "FaceTracker": "runtime.tracker",
+    "EmojiAnnotator": "runtime.annotate",
+    "LabelAnnotator": "runtime.annotate",
+    "Pipeline": "runtime.pipeline",
+    "open_source": "runtime.sources",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'runtime' has no attribute {name!r}")

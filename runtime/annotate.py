@@ -1,0 +1,181 @@
+"""Annotators: ``annotate(frame, faces) -> frame``, drawing in place on a BGR frame.
+
+:class:`EmojiAnnotator` alpha-blends an emoji PNG over (or beside) each face,
+:class:`LabelAnnotator` writes the label and confidence, :func:`side_panel` shows the
+dominant emotion large beside the frame, as the original project's GUI did.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from runtime.cli_support import UserError
+from runtime.faces import Faces
+
+
+def default_emoji_dir() -> Path:
+    """The bundled Noto emoji PNGs (Apache-2.0, see their NOTICE)."""
+    return Path(str(resources.files("runtime") / "assets" / "emoji"))
+
+
+def load_emoji(emoji_dir: str | Path | None, labels: Sequence[str]) -> dict[str, np.ndarray]:
+    """Read ``<label>.png`` for every label as BGRA uint8.
+
+    Raises:
+        UserError: The folder is missing, a label has no PNG, or a PNG does not decode.
+    """
+    folder = Path(emoji_dir) if emoji_dir is not None else default_emoji_dir()
+    if not folder.is_dir():
+        raise UserError(f"emoji folder {folder} does not exist: give a folder with {', '.join(labels)} .png files")
+    missing = [name for name in labels if not (folder / f"{name}.png").is_file()]
+    if missing:
+        raise UserError(f"emoji folder {folder} lacks {', '.join(f'{m}.png' for m in missing)}: add one PNG per label")
+    out = {}
+    for name in labels:
+        img = cv2.imread(str(folder / f"{name}.png"), cv2.IMREAD_UNCHANGED)
+        if img is None:
+            raise UserError(f"{folder / f'{name}.png'} does not decode as an image: replace it with a PNG")
+        if img.ndim == 2:
+            img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGRA)
+        elif img.shape[2] == 3:
+            img = cv2.cvtColor(img, cv2.COLOR_BGR2BGRA)
+        out[name] = img
+    return out
+
+
+def blend(frame: np.ndarray, sprite: tuple[np.ndarray, np.ndarray], x: int, y: int) -> None:
+    """Alpha-blend a premultiplied sprite onto ``frame`` at ``(x, y)``, clipped at the edges.
+
+    Args:
+        frame: BGR uint8 frame, changed in place.
+        sprite: ``(premultiplied BGR float32 (h, w, 3), 1 - alpha float32 (h, w, 1))``.
+        x: Left edge in frame pixels (may be negative).
+        y: Top edge in frame pixels (may be negative).
+    """
+    color, inv_alpha = sprite
+    sh, sw = color.shape[:2]
+    fh, fw = frame.shape[:2]
+    x1, y1, x2, y2 = max(x, 0), max(y, 0), min(x + sw, fw), min(y + sh, fh)
+    if x2 <= x1 or y2 <= y1:
+        return
+    roi = frame[y1:y2, x1:x2]
+    c = color[y1 - y : y2 - y, x1 - x : x2 - x]
+    a = inv_alpha[y1 - y : y2 - y, x1 - x : x2 - x]
+    roi[...] = (c + roi * a).astype(np.uint8)
+
+
+class EmojiAnnotator:
+    """Composites the emoji of each face's label, scaled to its box.
+
+    Args:
+        emoji_dir: Folder with one ``<label>.png`` per class (default: the bundled Noto set).
+        labels: The class names to expect (the model's).
+        placement: ``over`` covers the face; ``beside`` puts the emoji to its right (left at
+            the frame's right edge).
+        scale: Emoji side as a multiple of the box's larger side.
+        cache_size: Resized emoji kept, keyed by label and size.
+    """
+
+    def __init__(
+        self,
+        emoji_dir: str | Path | None = None,
+        labels: Sequence[str] = (),
+        placement: str = "over",
+        scale: float = 1.0,
+        cache_size: int = 256,
+    ) -> None:
+        if placement not in ("over", "beside"):
+            raise UserError(f"placement must be 'over' or 'beside', got {placement!r}")
+        if scale <= 0:
+            raise UserError(f"emoji scale must be > 0, got {scale}")
+        from runtime.contract import FER2013_LABELS
+
+        self.images = load_emoji(emoji_dir, labels or FER2013_LABELS)
+        self.placement = placement
+        self.scale = scale
+        self._cache: OrderedDict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._cache_size = cache_size
+
+    def sprite(self, label: str, side: int) -> tuple[np.ndarray, np.ndarray]:
+        """The emoji for ``label`` at ``side`` pixels, premultiplied, from the cache."""
+        key = (label, side)
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            return hit
+        src = self.images[label]
+        interp = cv2.INTER_AREA if side < src.shape[0] else cv2.INTER_LINEAR
+        img = cv2.resize(src, (side, side), interpolation=interp).astype(np.float32)
+        alpha = img[..., 3:4] / 255.0
+        sprite = (img[..., :3] * alpha, 1.0 - alpha)
+        self._cache[key] = sprite
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return sprite
+
+    def annotate(self, frame: np.ndarray, faces: Faces) -> np.ndarray:
+        """Draw the emoji of every classified face on ``frame`` (BGR, in place) and return it."""
+        if not len(faces) or faces.probs is None:
+            return frame
+        fw = frame.shape[1]
+        for (x1, y1, x2, y2), label in zip(faces.xyxy, faces.labels, strict=True):
+            side = max(1, round(max(x2 - x1, y2 - y1) * self.scale))
+            cx, cy = (x1 + x2) // 2, (y1 + y2) // 2
+            if self.placement == "over":
+                x = cx - side // 2
+            else:
+                x = x2 if x2 + side <= fw or x1 - side < 0 else x1 - side
+            blend(frame, self.sprite(label, side), x, cy - side // 2)
+        return frame
+
+
+class LabelAnnotator:
+    """Writes ``label NN%`` above each classified face (and a thin box around it)."""
+
+    def __init__(self, box: bool = True) -> None:
+        self.box = box
+
+    def annotate(self, frame: np.ndarray, faces: Faces) -> np.ndarray:
+        """Draw labels on ``frame`` (BGR, in place) and return it."""
+        if not len(faces) or faces.probs is None:
+            return frame
+        for (x1, y1, x2, y2), label, conf in zip(faces.xyxy, faces.labels, faces.confidence, strict=True):
+            scale = max(0.4, min(1.2, (x2 - x1) / 200))
+            text = f"{label} {conf:.0%}"
+            (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+            ty = y1 - 6 if y1 - th - 6 > 0 else y2 + th + 6
+            if self.box:
+                cv2.rectangle(frame, (int(x1), int(y1)), (int(x2) - 1, int(y2) - 1), (255, 200, 0), 1)
+            cv2.rectangle(frame, (int(x1), ty - th - 3), (int(x1) + tw + 4, ty + base - 1), (0, 0, 0), -1)
+            cv2.putText(frame, text, (int(x1) + 2, ty - 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1,
+                        cv2.LINE_AA)
+        return frame
+
+
+def side_panel(frame: np.ndarray, faces: Faces, emoji: EmojiAnnotator) -> np.ndarray:
+    """The frame with a panel on its right showing the largest face's emotion large.
+
+    Returns:
+        A new frame, wider than the input by ``height // 2`` pixels.
+    """
+    h = frame.shape[0]
+    pw = max(1, h // 2)
+    panel = np.full((h, pw, 3), 32, np.uint8)
+    if len(faces) and faces.probs is not None:
+        wh = faces.size_wh
+        i = int(np.argmax(wh[:, 0] * wh[:, 1]))
+        label = faces.labels[i]
+        side = max(1, int(pw * 0.8))
+        blend(panel, emoji.sprite(label, side), (pw - side) // 2, max(0, h // 2 - side // 2 - 10))
+        text = f"{label} {faces.confidence[i]:.0%}"
+        scale = max(0.4, pw / 300)
+        (tw, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        cv2.putText(panel, text, (max(2, (pw - tw) // 2), min(h - 8, h // 2 + side // 2 + 20)),
+                    cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return np.concatenate([frame, panel], axis=1)

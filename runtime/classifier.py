@@ -1,0 +1,163 @@
+"""Emotion classification: every face of a frame in ONE onnxruntime call.
+
+The model's labels and input contract come from the ONNX file's metadata
+(:class:`runtime.contract.ModelSpec`); rescaling is inside the graph, so faces go in as raw
+0-255 pixels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from runtime.cli_support import UserError
+from runtime.contract import ContractError, ModelSpec
+from runtime.faces import Faces, clip_xyxy
+from runtime.image import to_gray
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+GPU_INSTALL = 'pip uninstall -y onnxruntime && pip install "emocam[gpu]"'
+
+
+def default_model_path() -> Path:
+    """The shipped default model (``models/emotion_cnn.onnx``)."""
+    from models import DEFAULT_MODEL
+
+    return DEFAULT_MODEL
+
+
+def _providers(provider: str) -> list[str]:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if provider == "cpu":
+        return [CPU]
+    if provider == "cuda":
+        if CUDA not in available:
+            raise UserError(
+                f"--provider cuda: this onnxruntime has no CUDA provider (it has {', '.join(available)}): {GPU_INSTALL}"
+            )
+        return [CUDA, CPU]
+    if provider == "auto":
+        return [CUDA, CPU] if CUDA in available else [CPU]
+    raise UserError(f"unknown provider {provider!r}: use auto, cpu or cuda")
+
+
+def _read_spec(session, path: Path) -> ModelSpec:  # noqa: ANN001
+    meta = session.get_modelmeta().custom_metadata_map
+    try:
+        spec = ModelSpec.from_metadata(meta)
+    except ContractError as exc:
+        raise UserError(f"model {path}: {exc}") from None
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1 or len(outputs) < 1:
+        raise UserError(f"model {path} has {len(inputs)} inputs: expected exactly one image input")
+    shape = list(inputs[0].shape)
+    want = [*spec.input_hw, spec.channels]
+    if len(shape) != 4 or [d if isinstance(d, int) else None for d in shape[1:]] != want:
+        raise UserError(f"model {path} takes input {shape}: expected [N, {', '.join(map(str, want))}] (NHWC)")
+    out_shape = list(outputs[0].shape)
+    if len(out_shape) != 2 or out_shape[1] != spec.num_classes:
+        raise UserError(
+            f"model {path} gives output {out_shape} but its labels name {spec.num_classes} classes: re-export it"
+        )
+    return spec
+
+
+class EmotionClassifier:
+    """Classifies faces with an ONNX model on the CPU or CUDA provider.
+
+    Args:
+        model_path: ONNX file written by ``export-onnx`` (default: the shipped model).
+        provider: ``auto`` (CUDA when onnxruntime-gpu and a GPU are present), ``cpu`` or ``cuda``.
+        threads: onnxruntime intra-op threads (0: one per physical core).
+        margin: Fraction of the box size added on each side before cropping.
+
+    Raises:
+        UserError: The model is missing, not ONNX, or breaks the contract; or CUDA was asked
+            for and is not active.
+    """
+
+    def __init__(
+        self, model_path: str | Path | None = None, provider: str = "auto", threads: int = 0, margin: float = 0.1
+    ) -> None:
+        import onnxruntime as ort
+
+        path = Path(model_path) if model_path is not None else default_model_path()
+        if not path.is_file():
+            raise UserError(f"model {path} does not exist: give an .onnx file from export-onnx, or omit --model")
+        if margin < 0 or margin > 1:
+            raise UserError(f"margin must be in [0, 1], got {margin}")
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=_providers(provider))
+        except UserError:
+            raise
+        except Exception as exc:  # onnxruntime raises its own exception types for a bad file
+            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"model {path} is not a loadable ONNX model ({first}): give an .onnx file from export-onnx") from None
+        active = self.session.get_providers()
+        if provider == "cuda" and CUDA not in active:
+            raise UserError(
+                "--provider cuda: onnxruntime fell back to the CPU (no CUDA device, or CUDA/cuDNN libraries "
+                f"missing): check nvidia-smi and {GPU_INSTALL}"
+            )
+        self.path = path
+        self.provider = "cuda" if CUDA in active else "cpu"
+        self.spec = _read_spec(self.session, path)
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
+        self.margin = margin
+        self._batch = np.zeros((0, *self.spec.input_shape), np.float32)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Class names in output order, from the model's metadata."""
+        return self.spec.labels
+
+    def crop(self, gray: np.ndarray, xyxy: np.ndarray) -> np.ndarray:
+        """Crop faces with a margin, clipped to the frame, resized to the model's input.
+
+        Returns:
+            A float32 ``(n, H, W, 1)`` batch of raw 0-255 pixels (a reused buffer).
+        """
+        n = len(xyxy)
+        if len(self._batch) < n:
+            self._batch = np.zeros((max(n, 2 * len(self._batch)), *self.spec.input_shape), np.float32)
+        batch = self._batch[:n]
+        if n == 0:
+            return batch
+        h, w = gray.shape[:2]
+        box = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4)
+        pad = (box[:, 2:] - box[:, :2]) * self.margin
+        grown = clip_xyxy(np.round(np.concatenate([box[:, :2] - pad, box[:, 2:] + pad], axis=1)), (w, h))
+        out_h, out_w = self.spec.input_hw
+        for i, (x1, y1, x2, y2) in enumerate(grown):
+            if x2 <= x1 or y2 <= y1:  # wholly outside the frame: nothing to see
+                batch[i] = 0.0
+                continue
+            patch = gray[y1:y2, x1:x2]
+            interp = cv2.INTER_AREA if (x2 - x1) > out_w else cv2.INTER_LINEAR
+            batch[i, ..., 0] = cv2.resize(patch, (out_w, out_h), interpolation=interp)
+        return batch
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Class probabilities ``(n, k)`` for a raw-pixel batch ``(n, H, W, C)``; one session call."""
+        if len(batch) == 0:
+            return np.zeros((0, self.spec.num_classes), np.float32)
+        return self.session.run([self.output_name], {self.input_name: batch})[0]
+
+    def classify(self, frame: np.ndarray, faces: Faces) -> Faces:
+        """Classify all faces of a frame (grayscale, BGR or BGRA) in one call."""
+        return self.classify_gray(to_gray(frame), faces)
+
+    def classify_gray(self, gray: np.ndarray, faces: Faces) -> Faces:
+        """Classify all faces of a 2-D grayscale frame in one call."""
+        return faces.with_probs(self.predict(self.crop(gray, faces.xyxy)), self.labels)

@@ -1,0 +1,81 @@
+"""Face detection with OpenCV's Haar frontal-face cascade, on a downscaled grayscale frame."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from runtime.cli_support import UserError
+from runtime.faces import Faces, clip_xyxy
+from runtime.image import to_gray
+
+DEFAULT_CASCADE = "haarcascade_frontalface_default.xml"  # ships with opencv-python 4.x
+
+
+class HaarDetector:
+    """Haar cascade face detector; the cascade is loaded once.
+
+    Detection runs on a grayscale copy of the frame scaled so that its width is at most
+    ``detect_width``; boxes are scaled back to frame pixels.
+
+    Args:
+        cascade_path: Cascade XML (default: OpenCV's frontal-face cascade).
+        detect_width: Width in pixels of the frame the cascade sees (0: full size).
+        scale_factor: Image-pyramid step of ``detectMultiScale`` (smaller: slower, finds more).
+        min_neighbors: Overlapping hits a face needs (larger: fewer false faces).
+        min_size: Smallest face side to find, in frame pixels.
+    """
+
+    def __init__(
+        self,
+        cascade_path: str | Path | None = None,
+        detect_width: int = 320,
+        scale_factor: float = 1.1,
+        min_neighbors: int = 5,
+        min_size: int = 40,
+    ) -> None:
+        if cascade_path is None:
+            if not hasattr(cv2, "data"):
+                raise UserError('this OpenCV has no Haar cascades: pip install "opencv-python>=4.8,<5"')
+            cascade_path = Path(cv2.data.haarcascades) / DEFAULT_CASCADE
+        cascade_path = Path(cascade_path)
+        if not cascade_path.is_file():
+            raise UserError(f"Haar cascade {cascade_path} does not exist: reinstall opencv-python>=4.8,<5")
+        if scale_factor <= 1.0:
+            raise UserError(f"scale factor must be > 1, got {scale_factor}")
+        if min_neighbors < 0 or min_size < 1 or detect_width < 0:
+            raise UserError("min neighbours must be >= 0, min size >= 1 and detect width >= 0")
+        self.cascade = cv2.CascadeClassifier(str(cascade_path))
+        if self.cascade.empty():
+            raise UserError(f"{cascade_path} is not a valid Haar cascade XML")
+        self.detect_width = detect_width
+        self.scale_factor = scale_factor
+        self.min_neighbors = min_neighbors
+        self.min_size = min_size
+
+    def detect(self, frame: np.ndarray) -> Faces:
+        """Find faces in a frame (grayscale, BGR or BGRA)."""
+        return self.detect_gray(to_gray(frame))
+
+    def detect_gray(self, gray: np.ndarray) -> Faces:
+        """Find faces in a 2-D grayscale frame."""
+        h, w = gray.shape[:2]
+        scale = 1.0
+        if self.detect_width and w > self.detect_width:
+            scale = self.detect_width / w
+            small = cv2.resize(gray, (self.detect_width, max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        else:
+            small = gray
+        side = max(1, round(self.min_size * scale))
+        if min(small.shape[:2]) < side:
+            return Faces.empty()
+        found = self.cascade.detectMultiScale(
+            small, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=(side, side)
+        )
+        if len(found) == 0:
+            return Faces.empty()
+        xywh = np.asarray(found, dtype=np.float64) / scale
+        xyxy = np.round(np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1))
+        return Faces(clip_xyxy(xyxy, (w, h)))

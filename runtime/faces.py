@@ -1,0 +1,107 @@
+"""``Faces``: the one data type that flows from detector to classifier to tracker to annotator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Faces:
+    """The faces of one frame.
+
+    Attributes:
+        xyxy: Boxes ``(n, 4)`` int32 in frame pixels, ``x1, y1, x2, y2`` with ``x2, y2``
+            exclusive. Boxes lie inside the frame they were found in.
+        probs: Class probabilities ``(n, k)`` float32, or None before classification.
+        class_names: Names of the ``k`` classes, in ``probs`` column order.
+        track_id: Identity of each face across frames ``(n,)`` int64, or None before tracking.
+    """
+
+    xyxy: np.ndarray
+    probs: np.ndarray | None = None
+    class_names: tuple[str, ...] = ()
+    track_id: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        xyxy = np.asarray(self.xyxy, dtype=np.int32).reshape(-1, 4)
+        n = len(xyxy)
+        if n and ((xyxy[:, 2] < xyxy[:, 0]).any() or (xyxy[:, 3] < xyxy[:, 1]).any()):
+            raise ValueError(f"boxes must have x2 >= x1 and y2 >= y1, got {xyxy.tolist()}")
+        object.__setattr__(self, "xyxy", xyxy)
+        object.__setattr__(self, "class_names", tuple(self.class_names))
+        if self.probs is not None:
+            probs = np.asarray(self.probs, dtype=np.float32)
+            if probs.ndim != 2 or len(probs) != n:
+                raise ValueError(f"probs must be ({n}, k), got {probs.shape}")
+            if probs.shape[1] != len(self.class_names):
+                raise ValueError(f"probs has {probs.shape[1]} columns but {len(self.class_names)} class names")
+            object.__setattr__(self, "probs", probs)
+        if self.track_id is not None:
+            track_id = np.asarray(self.track_id, dtype=np.int64).reshape(-1)
+            if len(track_id) != n:
+                raise ValueError(f"track_id must have {n} entries, got {len(track_id)}")
+            object.__setattr__(self, "track_id", track_id)
+
+    @classmethod
+    def empty(cls) -> Faces:
+        """No faces."""
+        return cls(np.zeros((0, 4), np.int32))
+
+    def __len__(self) -> int:
+        return len(self.xyxy)
+
+    @property
+    def size_wh(self) -> np.ndarray:
+        """Box widths and heights ``(n, 2)``."""
+        return self.xyxy[:, 2:] - self.xyxy[:, :2]
+
+    @property
+    def class_id(self) -> np.ndarray:
+        """Index of the most probable class ``(n,)``; needs ``probs``."""
+        if self.probs is None:
+            raise ValueError("faces are not classified yet")
+        return self.probs.argmax(axis=1) if len(self) else np.zeros(0, np.int64)
+
+    @property
+    def labels(self) -> list[str]:
+        """Name of the most probable class of each face; needs ``probs``."""
+        return [self.class_names[i] for i in self.class_id]
+
+    @property
+    def confidence(self) -> np.ndarray:
+        """Probability of the most probable class ``(n,)``; needs ``probs``."""
+        if self.probs is None:
+            raise ValueError("faces are not classified yet")
+        return self.probs.max(axis=1) if len(self) else np.zeros(0, np.float32)
+
+    def with_probs(self, probs: np.ndarray, class_names: tuple[str, ...]) -> Faces:
+        """A copy with class probabilities."""
+        return replace(self, probs=probs, class_names=class_names)
+
+    def with_tracks(self, track_id: np.ndarray, probs: np.ndarray | None = None) -> Faces:
+        """A copy with track ids (and, optionally, smoothed probabilities)."""
+        return replace(self, track_id=track_id, probs=self.probs if probs is None else probs)
+
+    def to_records(self) -> list[dict]:
+        """JSON-ready dicts, one per face: ``box_xyxy``, ``label``, ``confidence``, ``probs``, ``track_id``."""
+        out = []
+        for i in range(len(self)):
+            rec: dict = {"box_xyxy": self.xyxy[i].tolist()}
+            if self.probs is not None:
+                rec["label"] = self.class_names[int(self.probs[i].argmax())]
+                rec["confidence"] = round(float(self.probs[i].max()), 4)
+                rec["probs"] = {n: round(float(p), 4) for n, p in zip(self.class_names, self.probs[i], strict=True)}
+            rec["track_id"] = None if self.track_id is None else int(self.track_id[i])
+            out.append(rec)
+        return out
+
+
+def clip_xyxy(xyxy: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
+    """Clip boxes to a frame of ``size_wh``; boxes wholly outside collapse to zero area."""
+    w, h = size_wh
+    out = np.asarray(xyxy, dtype=np.int64).reshape(-1, 4).copy()
+    out[:, [0, 2]] = out[:, [0, 2]].clip(0, w)
+    out[:, [1, 3]] = out[:, [1, 3]].clip(0, h)
+    return out.astype(np.int32)

@@ -1,0 +1,187 @@
+"""FER2013 readers: the Kaggle folder layout and the original ``fer2013.csv``.
+
+Both map to ONE label order, :data:`runtime.contract.FER2013_LABELS`. Images come back as
+``uint8`` arrays of shape ``(N, 48, 48, 1)`` holding raw pixels; labels as ``int64`` indices.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from runtime.cli_support import UserError
+from runtime.contract import FER2013_CSV_LABELS, FER2013_LABELS
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")  # what a class folder may hold
+CSV_COLUMNS = ("emotion", "pixels", "Usage")  # header of the original fer2013.csv
+#: Split names of the folder layout and the CSV's ``Usage`` values they correspond to.
+CSV_SPLITS = {"train": "Training", "test": "PublicTest", "private": "PrivateTest"}
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split of a data set.
+
+    Attributes:
+        x: Raw pixels, ``uint8`` ``(N, H, W, 1)``.
+        y: Class indices into ``labels``, ``int64`` ``(N,)``.
+        labels: Class names in index order.
+        source: Where it was read from.
+        skipped: Files that could not be decoded and were skipped.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    labels: tuple[str, ...]
+    source: str
+    skipped: int = 0
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def counts(self) -> dict[str, int]:
+        """Number of faces per class."""
+        return {name: int((self.y == i).sum()) for i, name in enumerate(self.labels)}
+
+    def take(self, index: np.ndarray) -> Split:
+        """A subset by index."""
+        return Split(self.x[index], self.y[index], self.labels, self.source, 0)
+
+
+def _read_gray(path: Path, size_hw: tuple[int, int]) -> np.ndarray | None:
+    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if img is None:
+        return None
+    if img.shape != size_hw:
+        img = cv2.resize(img, size_hw[::-1], interpolation=cv2.INTER_AREA)
+    return img
+
+
+def load_folder_split(
+    folder: Path,
+    labels: tuple[str, ...] = FER2013_LABELS,
+    size_hw: tuple[int, int] = (48, 48),
+    limit_per_class: int | None = None,
+    seed: int = 0,
+) -> Split:
+    """Read ``folder/<class>/*.jpg``.
+
+    Args:
+        folder: A split folder such as ``fer2013/train``.
+        labels: The expected class folders, in output order.
+        size_hw: Images of another size are resized to this.
+        limit_per_class: Read at most this many images per class (a seeded random sample).
+        seed: Seed of that sample.
+
+    Raises:
+        UserError: The folder is missing, a class folder is missing or extra, or it has no images.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"data folder {folder} does not exist: give the FER2013 folder with train/ and test/")
+    found = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    missing = [c for c in labels if c not in found]
+    extra = [c for c in found if c not in labels]
+    if missing:
+        raise UserError(f"{folder} lacks class folder(s) {missing}: expected exactly {list(labels)}")
+    if extra:
+        raise UserError(f"{folder} has unexpected class folder(s) {extra}: expected exactly {list(labels)}")
+    rng = np.random.default_rng(seed)
+    paths: list[Path] = []
+    ys: list[int] = []
+    for idx, name in enumerate(labels):
+        files = sorted(p for p in (folder / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if limit_per_class is not None and len(files) > limit_per_class:
+            files = [files[i] for i in sorted(rng.choice(len(files), limit_per_class, replace=False))]
+        paths += files
+        ys += [idx] * len(files)
+    if not paths:
+        raise UserError(f"{folder} has no images ({', '.join(IMAGE_SUFFIXES)}) in its class folders")
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        images = list(pool.map(lambda p: _read_gray(p, size_hw), paths, chunksize=256))
+    ok = [i for i, img in enumerate(images) if img is not None]
+    skipped = len(paths) - len(ok)
+    if skipped:
+        bad = [str(paths[i]) for i, img in enumerate(images) if img is None][:3]
+        print(f"warning: skipped {skipped} unreadable image(s) in {folder}, e.g. {bad}", file=sys.stderr)
+    if not ok:
+        raise UserError(f"{folder} has no readable images: all {len(paths)} failed to decode")
+    x = np.stack([images[i] for i in ok])[..., None]
+    y = np.asarray([ys[i] for i in ok], dtype=np.int64)
+    return Split(x, y, tuple(labels), str(folder), skipped)
+
+
+def load_csv_split(
+    path: Path, split: str, size_hw: tuple[int, int] = (48, 48), limit: int | None = None
+) -> Split:
+    """Read one split of the original ``fer2013.csv`` and map its labels to the canonical order.
+
+    Args:
+        path: The CSV file (columns ``emotion,pixels,Usage``).
+        split: ``train``, ``test`` or ``private`` (``Training``, ``PublicTest``, ``PrivateTest``).
+        size_hw: The image size the pixel strings encode.
+        limit: Read at most this many rows of the split.
+
+    Raises:
+        UserError: The file is missing, has a wrong header, malformed rows, or no rows of the split.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"CSV {path} does not exist: give the path of fer2013.csv")
+    usage = CSV_SPLITS[split]
+    n_pixels = size_hw[0] * size_hw[1]
+    remap = np.asarray([FER2013_LABELS.index(name) for name in FER2013_CSV_LABELS])
+    xs: list[np.ndarray] = []
+    ys: list[int] = []
+    with path.open(newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None or tuple(h.strip() for h in header) != CSV_COLUMNS:
+            raise UserError(f"{path} has header {header}, expected {','.join(CSV_COLUMNS)} (the original fer2013.csv)")
+        for line_no, row in enumerate(reader, start=2):
+            if len(row) != 3 or row[2].strip() != usage:
+                continue
+            try:
+                label = int(row[0])
+                pixels = np.array(row[1].split(), dtype=np.int64)
+            except ValueError:
+                raise UserError(f"{path}:{line_no} is malformed: emotion must be an int, pixels space-separated 0-255") from None
+            if not 0 <= label < len(FER2013_CSV_LABELS) or pixels.size != n_pixels or pixels.min() < 0 or pixels.max() > 255:
+                raise UserError(f"{path}:{line_no} has emotion {label} or {pixels.size} pixels: expected 0-6 and {n_pixels}")
+            xs.append(pixels.astype(np.uint8).reshape(size_hw))
+            ys.append(int(remap[label]))
+            if limit is not None and len(ys) >= limit:
+                break
+    if not ys:
+        raise UserError(f"{path} has no rows with Usage={usage}")
+    return Split(np.stack(xs)[..., None], np.asarray(ys, dtype=np.int64), FER2013_LABELS, f"{path}:{usage}")
+
+
+def load_split(data: Path, split: str, limit_per_class: int | None = None, seed: int = 0) -> Split:
+    """Read a split from either layout: a folder holding ``<split>/`` or a ``.csv`` file."""
+    data = Path(data)
+    if data.suffix.lower() == ".csv":
+        limit = None if limit_per_class is None else limit_per_class * len(FER2013_LABELS)
+        return load_csv_split(data, split, limit=limit)
+    if not data.is_dir():
+        raise UserError(f"data {data} does not exist: give the FER2013 folder (with train/ and test/) or fer2013.csv")
+    return load_folder_split(data / split, limit_per_class=limit_per_class, seed=seed)
+
+
+def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(train, val)`` with ``fraction`` of each class in ``val``, seeded."""
+    rng = np.random.default_rng(seed)
+    train_idx: list[np.ndarray] = []
+    val_idx: list[np.ndarray] = []
+    for cls in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == cls))
+        n_val = max(1, round(len(idx) * fraction)) if len(idx) > 1 else 0
+        val_idx.append(idx[:n_val])
+        train_idx.append(idx[n_val:])
+    return np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(val_idx))

@@ -1,0 +1,325 @@
+"""trainer-fit: train the documented CNN on FER2013, resumably, and report on the test split.
+
+A run folder holds everything: ``config.json``, ``checkpoints/last.keras`` (every epoch, with
+optimizer state), ``best.keras`` (best validation accuracy), ``final.keras``, ``history.csv``,
+``training_curves.png``, ``metrics.json`` and ``confusion_matrix.png`` (test split, best model).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from runtime.cli_support import ArgumentParser, UserError, atomic_path, run_main
+from runtime.contract import ModelSpec
+
+
+@dataclass
+class FitConfig:
+    """Everything that defines a training run; saved as the run's ``config.json``."""
+
+    data: str = ""  # FER2013 folder (train/ + test/) or fer2013.csv
+    out: str = "runs/fer2013"  # run folder
+    epochs: int = 60  # full passes over the training split
+    batch_size: int = 64  # global batch, as in the original notebook
+    lr: float = 1e-3  # peak Adam learning rate (the seed's 1e-4 learns too slowly)
+    schedule: str = "cosine"  # cosine (decay to 0 after warm-up) or constant
+    warmup_epochs: float = 2.0  # linear warm-up from 0 to lr
+    augment: bool = True  # random flip, shift, rotation and zoom of training faces
+    shift: float = 0.1  # max translation, fraction of the image side
+    rotate_deg: float = 10.0  # max rotation in degrees
+    zoom: float = 0.1  # max zoom in or out, fraction
+    class_weights: str = "none"  # none, sqrt or balanced: loss weight per class by frequency
+    label_smoothing: float = 0.0  # cross-entropy label smoothing
+    val_fraction: float = 0.1  # stratified validation split carved from train
+    seed: int = 1337  # seeds the split, shuffling, augmentation and weights
+    mixed_precision: bool = False  # float16 compute on GPU
+    limit_per_class: int | None = None  # read at most this many faces per class (quick runs)
+    tensorboard: bool = False  # write TensorBoard logs to <out>/tensorboard
+    cpu_replicas: int = 1  # >1: split the CPU into logical devices and mirror over them (tests)
+
+
+def _parser() -> ArgumentParser:
+    d = FitConfig()
+    p = ArgumentParser(prog="trainer-fit", description="Train the documented emotion CNN on FER2013.")
+    p.add_argument("--data", type=str, help="FER2013 folder with train/ and test/, or fer2013.csv (required unless --resume)")
+    p.add_argument("--out", default=d.out, help="run folder for checkpoints, logs and report")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="number of epochs")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size")
+    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (Adam)")
+    p.add_argument("--schedule", choices=["cosine", "constant"], default=d.schedule, help="learning-rate schedule")
+    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs, help="linear warm-up epochs")
+    p.add_argument("--no-augment", dest="augment", action="store_false", help="disable augmentation")
+    p.add_argument("--shift", type=float, default=d.shift, help="augmentation: max shift (fraction)")
+    p.add_argument("--rotate-deg", type=float, default=d.rotate_deg, help="augmentation: max rotation (degrees)")
+    p.add_argument("--zoom", type=float, default=d.zoom, help="augmentation: max zoom (fraction)")
+    p.add_argument("--class-weights", choices=["none", "sqrt", "balanced"], default=d.class_weights,
+                   help="weight the loss per class by inverse frequency (sqrt: milder)")
+    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="label smoothing")
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction, help="validation fraction of train")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed")
+    p.add_argument("--mixed-precision", action="store_true", help="float16 compute (GPU only)")
+    p.add_argument("--limit-per-class", type=int, default=None, help="read at most N faces per class (quick runs)")
+    p.add_argument("--tensorboard", action="store_true", help="write TensorBoard logs")
+    p.add_argument("--cpu-replicas", type=int, default=d.cpu_replicas, help="mirror over N logical CPUs (testing)")
+    return p
+
+
+def _validate(cfg: FitConfig) -> None:
+    if cfg.epochs < 1 or cfg.batch_size < 1:
+        raise UserError("--epochs and --batch-size must be at least 1")
+    if not 0 < cfg.lr < 1:
+        raise UserError(f"--lr {cfg.lr} is out of range: use a value in (0, 1), e.g. 1e-3")
+    if not 0 < cfg.val_fraction < 0.5:
+        raise UserError(f"--val-fraction {cfg.val_fraction} is out of range: use (0, 0.5)")
+    if cfg.cpu_replicas < 1:
+        raise UserError("--cpu-replicas must be at least 1")
+    if cfg.limit_per_class is not None and cfg.limit_per_class < 2:
+        raise UserError("--limit-per-class must be at least 2")
+
+
+def class_weight_map(y: np.ndarray, k: int, mode: str) -> dict[int, float] | None:
+    """Loss weight per class: ``balanced`` is ``N / (k * count)``, ``sqrt`` its square root."""
+    if mode == "none":
+        return None
+    counts = np.bincount(y, minlength=k).astype(float)
+    w = len(y) / (k * np.maximum(counts, 1))
+    if mode == "sqrt":
+        w = np.sqrt(w)
+    return {i: float(v) for i, v in enumerate(w)}
+
+
+def make_strategy(cpu_replicas: int):  # noqa: ANN201
+    """The distribution strategy: mirrored over all GPUs (>1), or over logical CPUs if asked."""
+    import tensorflow as tf
+
+    if cpu_replicas > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * cpu_replicas)
+        return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(cpu_replicas)])
+    gpus = tf.config.list_physical_devices("GPU")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def make_dataset(x: np.ndarray, y: np.ndarray, k: int, cfg: FitConfig, training: bool):  # noqa: ANN201
+    """A cached, shuffled (training), augmented (training), prefetched ``tf.data`` pipeline."""
+    import keras
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, tf.one_hot(y, k))).cache()
+    if training:
+        ds = ds.shuffle(len(y), seed=cfg.seed, reshuffle_each_iteration=True)
+    ds = ds.batch(cfg.batch_size).map(lambda a, b: (tf.cast(a, tf.float32), b), num_parallel_calls=tf.data.AUTOTUNE)
+    if training and cfg.augment:
+        aug = keras.Sequential(
+            [
+                keras.layers.RandomFlip("horizontal", seed=cfg.seed),
+                keras.layers.RandomTranslation(cfg.shift, cfg.shift, fill_mode="nearest", seed=cfg.seed + 1),
+                keras.layers.RandomRotation(cfg.rotate_deg / 360.0, fill_mode="nearest", seed=cfg.seed + 2),
+                keras.layers.RandomZoom(cfg.zoom, fill_mode="nearest", seed=cfg.seed + 3),
+            ],
+            name="augment",
+        )
+        ds = ds.map(lambda a, b: (tf.clip_by_value(aug(a, training=True), 0.0, 255.0), b),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def make_optimizer(cfg: FitConfig, steps_per_epoch: int):  # noqa: ANN201
+    """Adam with linear warm-up then cosine decay to zero (or a constant rate)."""
+    import keras
+
+    if cfg.schedule == "constant":
+        return keras.optimizers.Adam(cfg.lr)
+    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+    total = cfg.epochs * steps_per_epoch
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else cfg.lr,
+        decay_steps=max(1, total - warmup),
+        alpha=0.0,
+        warmup_target=cfg.lr if warmup else None,
+        warmup_steps=warmup,
+    )
+    return keras.optimizers.Adam(schedule)
+
+
+class RunFiles:
+    """Paths of a run folder."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = Path(out)
+        self.config = self.out / "config.json"
+        self.state = self.out / "checkpoints" / "state.json"
+        self.last = self.out / "checkpoints" / "last.keras"
+        self.best = self.out / "best.keras"
+        self.final = self.out / "final.keras"
+        self.history = self.out / "history.csv"
+        self.curves = self.out / "training_curves.png"
+
+
+def _write_json(path: Path, data: dict) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2))
+
+
+def _write_history(path: Path, rows: list[dict]) -> None:
+    keys = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join([",".join(keys)] + [",".join(str(r[k]) for k in keys) for r in rows]) + "\n")
+
+
+def _make_checkpoint_callback(files: RunFiles, spec: ModelSpec, state: dict, cfg: FitConfig):  # noqa: ANN202
+    import keras
+
+    class AtomicCheckpoint(keras.callbacks.Callback):
+        """After every epoch: last checkpoint, best model, history, state; all atomic."""
+
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self._t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            logs = logs or {}
+            opt = self.model.optimizer
+            lr = float(keras.ops.convert_to_numpy(opt.learning_rate))
+            row = {
+                "epoch": epoch + 1,
+                **{k: round(float(logs[k]), 5) for k in ("loss", "accuracy", "val_loss", "val_accuracy")},
+                "lr": f"{lr:.3e}",
+                "seconds": round(time.perf_counter() - self._t0, 1),
+            }
+            state["history"].append(row)
+            extra = {"epoch": epoch + 1, "val_accuracy": row["val_accuracy"], "config": dataclasses.asdict(cfg)}
+            if row["val_accuracy"] > state["best_val_accuracy"]:
+                state["best_val_accuracy"] = row["val_accuracy"]
+                state["best_epoch"] = epoch + 1
+                from trainer.model import save_model
+
+                save_model(self.model, files.best, spec, extra)
+            from trainer.model import save_model
+
+            save_model(self.model, files.last, spec, extra)
+            state["epoch"] = epoch + 1
+            _write_history(files.history, state["history"])
+            _write_json(files.state, state)  # written last: it names a checkpoint that exists
+
+    return AtomicCheckpoint()
+
+
+def fit(cfg: FitConfig, resume: bool = False) -> dict:
+    """Train (or resume) a run and write its report. Returns the test metrics."""
+    files = RunFiles(Path(cfg.out))
+    _validate(cfg)
+    if resume:
+        if not files.state.is_file() or not files.last.is_file():
+            raise UserError(f"--resume: no checkpoint in {files.out / 'checkpoints'}: start the run without --resume")
+        state = json.loads(files.state.read_text())
+    else:
+        if files.state.is_file():
+            raise UserError(f"{files.out} already holds a run: pass --resume to continue it, or choose another --out")
+        state = {"epoch": 0, "best_val_accuracy": -1.0, "best_epoch": 0, "history": []}
+
+    from trainer.data import load_split, stratified_split
+
+    data = Path(cfg.data)
+    t0 = time.perf_counter()
+    full = load_split(data, "train", cfg.limit_per_class, cfg.seed)
+    test = load_split(data, "test", cfg.limit_per_class, cfg.seed)
+    spec = ModelSpec(labels=full.labels)
+    tr_idx, va_idx = stratified_split(full.y, cfg.val_fraction, cfg.seed)
+    train, val = full.take(tr_idx), full.take(va_idx)
+    print(f"data: {len(train)} train / {len(val)} val / {len(test)} test faces from {data} "
+          f"({time.perf_counter() - t0:.1f} s; skipped {full.skipped + test.skipped} unreadable)", file=sys.stderr)
+
+    files.state.parent.mkdir(parents=True, exist_ok=True)
+    print(f"run folder: {files.out.resolve()}", file=sys.stderr)
+    _write_json(files.config, {**dataclasses.asdict(cfg), "labels": list(spec.labels)})
+
+    import keras
+    import tensorflow as tf
+
+    strategy = make_strategy(cfg.cpu_replicas)
+    keras.utils.set_random_seed(cfg.seed)
+    if cfg.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    k = spec.num_classes
+    steps = int(np.ceil(len(train) / cfg.batch_size))
+    with strategy.scope():
+        if resume:
+            from trainer.model import load_model
+
+            model = load_model(files.last, compile=True)
+            print(f"resuming at epoch {state['epoch'] + 1}/{cfg.epochs} from {files.last}", file=sys.stderr)
+        else:
+            from trainer.model import build_model
+
+            model = build_model(spec)
+            model.compile(
+                optimizer=make_optimizer(cfg, steps),
+                loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+                metrics=["accuracy"],
+            )
+    print(f"devices: {strategy.num_replicas_in_sync} replica(s); GPUs: {len(tf.config.list_physical_devices('GPU'))}",
+          file=sys.stderr)
+    callbacks = [_make_checkpoint_callback(files, spec, state, cfg)]
+    if cfg.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(files.out / "tensorboard")))
+    if state["epoch"] < cfg.epochs:
+        model.fit(
+            make_dataset(train.x, train.y, k, cfg, training=True),
+            validation_data=make_dataset(val.x, val.y, k, cfg, training=False),
+            epochs=cfg.epochs,
+            initial_epoch=state["epoch"],
+            class_weight=class_weight_map(train.y, k, cfg.class_weights),
+            callbacks=callbacks,
+            verbose=1 if sys.stderr.isatty() else 2,
+        )
+    from trainer.evaluate import evaluate_model, format_report, plot_history
+    from trainer.model import load_model, save_model
+
+    save_model(model, files.final, spec, {"epoch": state["epoch"], "config": dataclasses.asdict(cfg)})
+    plot_history(files.history, files.curves)
+    best = load_model(files.best)
+    report = evaluate_model(best, test, files.out, "test")
+    report.update({"model": "best.keras", "best_epoch": state["best_epoch"],
+                   "best_val_accuracy": state["best_val_accuracy"],
+                   "epochs": state["epoch"], "mean_epoch_seconds": round(float(np.mean(
+                       [r["seconds"] for r in state["history"]] or [0])), 1),
+                   "train_faces": len(train), "val_faces": len(val), "test_faces": len(test)})
+    _write_json(files.out / "metrics.json", report)
+    print(format_report(report))
+    print(f"wrote {files.best}, {files.final}, {files.out / 'metrics.json'} and plots", file=sys.stderr)
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """trainer-fit: train the documented CNN on FER2013."""
+    args = _parser().parse_args(argv)
+    if args.resume:
+        config_path = Path(args.out) / "config.json"
+        if not config_path.is_file():
+            raise UserError(f"--resume: no run in {args.out} (no config.json): start the run without --resume")
+        saved = json.loads(config_path.read_text())
+        saved.pop("labels", None)
+        cfg = FitConfig(**saved)
+    else:
+        if not args.data:
+            raise UserError("--data is required: give the FER2013 folder (with train/ and test/) or fer2013.csv")
+        fields = {f.name for f in dataclasses.fields(FitConfig)}
+        cfg = FitConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    fit(cfg, resume=args.resume)
+    return 0
+
+
+cli = run_main(main, "trainer-fit")

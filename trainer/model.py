@@ -1,0 +1,120 @@
+"""The documented CNN, layer for layer, and the model contract stored with it.
+
+The network takes RAW 0-255 pixels: the 1/255 rescale of the original notebook is the model's
+first layer, so training and serving can never disagree about it.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+from runtime.cli_support import UserError
+from runtime.contract import ContractError, ModelSpec
+
+SPEC_MEMBER = "emocam_model_spec.json"  # extra member of the .keras zip holding the ModelSpec
+PARAMETERS = 2_345_607  # documented parameter count of the CNN
+MULTIPLY_ADDS = 77_300_000  # documented cost per face (rounded)
+
+
+def build_model(spec: ModelSpec | None = None):  # noqa: ANN201 - keras is imported lazily
+    """Build the documented CNN.
+
+    Conv 32 3x3 relu -> Conv 64 3x3 relu -> MaxPool 2 -> Dropout .25 -> Conv 128 3x3 relu ->
+    MaxPool 2 -> Conv 128 3x3 relu -> MaxPool 2 -> Dropout .25 -> Flatten -> Dense 1024 relu ->
+    Dropout .5 -> Dense N softmax, preceded by a Rescaling(1/255) layer (no parameters).
+
+    Args:
+        spec: The model contract (input size, labels). Defaults to FER2013's.
+
+    Returns:
+        An uncompiled ``keras.Sequential`` model.
+    """
+    import keras
+    from keras import layers
+
+    spec = spec or ModelSpec()
+    lo, hi = spec.input_range
+    return keras.Sequential(
+        [
+            keras.Input(shape=spec.input_shape, name="pixels"),
+            layers.Rescaling(1.0 / (hi - lo), offset=-lo / (hi - lo), name="rescale"),
+            layers.Conv2D(32, 3, activation="relu", name="conv1"),
+            layers.Conv2D(64, 3, activation="relu", name="conv2"),
+            layers.MaxPooling2D(2, name="pool1"),
+            layers.Dropout(0.25, name="drop1"),
+            layers.Conv2D(128, 3, activation="relu", name="conv3"),
+            layers.MaxPooling2D(2, name="pool2"),
+            layers.Conv2D(128, 3, activation="relu", name="conv4"),
+            layers.MaxPooling2D(2, name="pool3"),
+            layers.Dropout(0.25, name="drop2"),
+            layers.Flatten(name="flatten"),
+            layers.Dense(1024, activation="relu", name="fc1"),
+            layers.Dropout(0.5, name="drop3"),
+            # float32 output keeps softmax exact under mixed precision
+            layers.Dense(spec.num_classes, activation="softmax", name="probs", dtype="float32"),
+        ],
+        name="emotion_cnn",
+    )
+
+
+def save_model(model, path: Path, spec: ModelSpec, extra: dict | None = None) -> None:  # noqa: ANN001
+    """Save a ``.keras`` model with its :class:`ModelSpec` inside, atomically.
+
+    The spec travels as an extra member of the ``.keras`` zip, which Keras ignores on load.
+    """
+    from runtime.cli_support import atomic_path
+
+    with atomic_path(path, suffix=".keras") as tmp:
+        model.save(tmp)
+        with zipfile.ZipFile(tmp, "a") as zf:
+            zf.writestr(SPEC_MEMBER, json.dumps({"spec": json.loads(spec.to_json()), **(extra or {})}))
+
+
+def read_spec(path: Path) -> ModelSpec:
+    """Read the :class:`ModelSpec` stored in a ``.keras`` file by :func:`save_model`.
+
+    Raises:
+        UserError: The file is not a ``.keras`` archive or holds no spec.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"model {path} does not exist: give the path of a .keras file from trainer-fit")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+            if "config.json" not in names:
+                raise UserError(f"{path} is not a Keras 3 .keras model (no config.json inside)")
+            if SPEC_MEMBER not in names:
+                raise UserError(
+                    f"{path} has no model spec (labels, input contract): it was not saved by "
+                    "trainer-fit; pass --labels to say its class order"
+                )
+            data = json.loads(zf.read(SPEC_MEMBER))
+    except zipfile.BadZipFile:
+        raise UserError(f"{path} is not a Keras .keras model (not a zip archive)") from None
+    try:
+        return ModelSpec.from_json(json.dumps(data["spec"]))
+    except (KeyError, ContractError) as exc:
+        raise UserError(f"{path} holds a broken model spec: {exc}") from None
+
+
+def load_model(path: Path, compile: bool = False):  # noqa: ANN201, A002 - keras' own name
+    """Load a ``.keras`` model in safe mode (no arbitrary code from the file).
+
+    Raises:
+        UserError: The file is missing or not a loadable Keras model.
+    """
+    import keras
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"model {path} does not exist: give the path of a .keras file from trainer-fit")
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"{path} is not a Keras .keras model (not a zip archive)")
+    try:
+        return keras.saving.load_model(path, compile=compile, safe_mode=True)
+    except Exception as exc:  # keras raises many types for a bad file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path} could not be loaded as a Keras model: {first[:200]}") from None
