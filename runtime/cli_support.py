@@ -83,8 +83,12 @@ def check_output_path(path: Path, what: str = "output") -> Path:
         raise UserError(f"{what} folder {parent} does not exist: create it or choose another path")
     if path.is_dir():
         raise UserError(f"{what} path {path} is a folder: give a file name")
-    if not os.access(parent, os.W_OK):
-        raise UserError(f"{what} folder {parent} is not writable: choose another path")
+    try:  # a real probe: os.access() says yes to root even where writing fails
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", dir=parent)
+    except OSError as exc:
+        raise UserError(f"{what} folder {parent} is not writable ({exc.strerror}): choose another path") from None
+    os.close(fd)
+    os.unlink(probe)
     return path
 
 
@@ -100,9 +104,12 @@ def atomic_path(dest: Path | str, suffix: str | None = None) -> Iterator[Path]:
         suffix: Suffix of the temporary file (default: ``dest``'s own, which some writers need).
     """
     dest = Path(dest)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{dest.name}.", suffix=suffix if suffix is not None else dest.suffix, dir=dest.parent
-    )
+    try:
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{dest.name}.", suffix=suffix if suffix is not None else dest.suffix, dir=dest.parent
+        )
+    except OSError as exc:
+        raise UserError(f"cannot write {dest} ({exc.strerror}): choose a writable folder") from None
     os.close(fd)
     tmp = Path(tmp_name)
     umask = os.umask(0)

@@ -112,15 +112,23 @@ def make_strategy(cpu_replicas: int):  # noqa: ANN201
     return tf.distribute.get_strategy()
 
 
-def make_dataset(x: np.ndarray, y: np.ndarray, k: int, cfg: FitConfig, training: bool):  # noqa: ANN201
-    """A cached, shuffled (training), augmented (training), prefetched ``tf.data`` pipeline."""
+def make_dataset(x: np.ndarray, y: np.ndarray, k: int, cfg: FitConfig, training: bool,
+                 replicas: int = 1):  # noqa: ANN201
+    """A cached, shuffled (training), augmented (training), prefetched ``tf.data`` pipeline.
+
+    With several replicas every batch is whole and divisible by the replica count (TF cannot
+    split a ragged last batch across replicas), so up to a batch of faces is left out per epoch.
+    """
     import keras
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((x, tf.one_hot(y, k))).cache()
     if training:
         ds = ds.shuffle(len(y), seed=cfg.seed, reshuffle_each_iteration=True)
-    ds = ds.batch(cfg.batch_size).map(lambda a, b: (tf.cast(a, tf.float32), b), num_parallel_calls=tf.data.AUTOTUNE)
+    batch = cfg.batch_size
+    if replicas > 1:
+        batch = max(replicas, min(batch, len(y)) // replicas * replicas)
+    ds = ds.batch(batch, drop_remainder=replicas > 1).map(lambda a, b: (tf.cast(a, tf.float32), b), num_parallel_calls=tf.data.AUTOTUNE)
     if training and cfg.augment:
         aug = keras.Sequential(
             [
@@ -276,8 +284,9 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(files.out / "tensorboard")))
     if state["epoch"] < cfg.epochs:
         model.fit(
-            make_dataset(train.x, train.y, k, cfg, training=True),
-            validation_data=make_dataset(val.x, val.y, k, cfg, training=False),
+            make_dataset(train.x, train.y, k, cfg, training=True, replicas=strategy.num_replicas_in_sync),
+            validation_data=make_dataset(val.x, val.y, k, cfg, training=False,
+                                         replicas=strategy.num_replicas_in_sync),
             epochs=cfg.epochs,
             initial_epoch=state["epoch"],
             class_weight=class_weight_map(train.y, k, cfg.class_weights),

@@ -1,0 +1,72 @@
+"""Shared fixtures: real data from ../shared, found relative to the project root."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+FER = SHARED / "fer2013"
+MEDIA = SHARED / "media"
+VIDEO = MEDIA / "WolfgangLanger_Pexels.mp4"
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{path} is missing: CI must have ../shared beside the project")
+        pytest.skip(f"{path} is missing (real test data lives in ../shared beside the project)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def fer_dir() -> Path:
+    """The real FER2013 folder (train/, test/)."""
+    return _need(FER)
+
+
+@pytest.fixture(scope="session")
+def media_dir() -> Path:
+    """Real photos and video with faces."""
+    return _need(MEDIA)
+
+
+@pytest.fixture(scope="session")
+def video_path() -> Path:
+    """472 real frames, 640x360, one face in 471."""
+    return _need(VIDEO)
+
+
+def run_cli(*args: str, timeout: float = 300, env: dict | None = None, cwd: Path | None = None,
+            ) -> subprocess.CompletedProcess:
+    """Run ``python -m <args>`` and capture text output."""
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=timeout,
+                          env=full_env, cwd=cwd or ROOT)
+
+
+def assert_user_error(proc: subprocess.CompletedProcess, code: int, *needles: str) -> None:
+    """Exit ``code``, one line on stderr naming the problem, no traceback."""
+    err = proc.stderr.strip()
+    assert proc.returncode == code, (proc.returncode, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    lines = [ln for ln in err.splitlines() if "error:" in ln]
+    assert len(lines) == 1, err[-2000:]
+    for needle in needles:
+        assert needle.lower() in lines[0].lower(), (needle, lines[0])
+
+
+@pytest.fixture(scope="session")
+def tiny_run(fer_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run folder from trainer-fit: 2 epochs on 25 real faces per class (175 train+val, 175 test)."""
+    pytest.importorskip("tensorflow")
+    out = tmp_path_factory.mktemp("tiny_run") / "run"
+    proc = run_cli("trainer", "--data", str(fer_dir), "--out", str(out), "--epochs", "2",
+                   "--limit-per-class", "25", "--batch-size", "32", "--seed", "7")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out

@@ -1,0 +1,95 @@
+"""FER2013 readers: folder layout and fer2013.csv agree, bad input is refused with the fix."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime.cli_support import UserError
+from runtime.contract import FER2013_CSV_LABELS, FER2013_LABELS
+from trainer.data import load_csv_split, load_folder_split, load_split, stratified_split
+
+
+def _copy_subset(fer_dir: Path, dest: Path, per_class: int) -> Path:
+    for name in FER2013_LABELS:
+        (dest / "train" / name).mkdir(parents=True)
+        for src in sorted((fer_dir / "train" / name).iterdir())[:per_class]:
+            shutil.copy(src, dest / "train" / name / src.name)
+    return dest
+
+
+def test_folder_reads_real_faces(fer_dir: Path) -> None:
+    split = load_folder_split(fer_dir / "test", limit_per_class=20, seed=1)
+    assert split.x.shape == (140, 48, 48, 1) and split.x.dtype == np.uint8
+    assert split.counts() == dict.fromkeys(FER2013_LABELS, 20)
+    assert split.x.std() > 20  # real faces, not blank images
+
+
+def test_csv_and_folder_label_orders_agree(fer_dir: Path, tmp_path: Path) -> None:
+    """A CSV written in fer2013.csv's own class order maps back to the folders' order."""
+    folder = load_folder_split(fer_dir / "train", limit_per_class=4, seed=3)
+    rows = ["emotion,pixels,Usage"]
+    for img, y in zip(folder.x, folder.y, strict=True):
+        csv_index = FER2013_CSV_LABELS.index(FER2013_LABELS[y])
+        rows.append(f"{csv_index},{' '.join(map(str, img.ravel()))},Training")
+    rows.append(f"0,{' '.join(['0'] * 2304)},PublicTest")  # another split: must be ignored
+    path = tmp_path / "fer2013.csv"
+    path.write_text("\n".join(rows) + "\n")
+    from_csv = load_csv_split(path, "train")
+    assert from_csv.labels == folder.labels == FER2013_LABELS
+    np.testing.assert_array_equal(from_csv.y, folder.y)
+    np.testing.assert_array_equal(from_csv.x, folder.x)
+    assert [FER2013_LABELS[i] for i in from_csv.y[:4]] == ["angry"] * 4
+    assert len(load_split(path, "test")) == 1
+
+
+def test_stratified_split_is_seeded_and_stratified() -> None:
+    y = np.repeat(np.arange(7), [100, 10, 100, 200, 100, 100, 50])
+    tr, va = stratified_split(y, 0.1, seed=5)
+    tr2, va2 = stratified_split(y, 0.1, seed=5)
+    np.testing.assert_array_equal(va, va2)
+    assert not set(tr) & set(va) and len(tr) + len(va) == len(y)
+    assert np.bincount(y[va]).tolist() == [10, 1, 10, 20, 10, 10, 5]
+    np.testing.assert_array_equal(tr, tr2)
+
+
+def test_corrupt_jpeg_is_skipped_and_counted(fer_dir: Path, tmp_path: Path) -> None:
+    root = _copy_subset(fer_dir, tmp_path, 3)
+    (root / "train" / "happy" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    split = load_folder_split(root / "train")
+    assert len(split) == 21 and split.skipped == 1
+
+
+@pytest.mark.parametrize(
+    ("mutate", "needle"),
+    [
+        (lambda root: shutil.rmtree(root / "train" / "fear"), "lacks class folder"),
+        (lambda root: (root / "train" / "contempt").mkdir(), "unexpected class folder"),
+        (lambda root: [p.unlink() for p in (root / "train").rglob("*.jpg")], "no images"),
+        (lambda root: shutil.rmtree(root / "train"), "does not exist"),
+    ],
+    ids=["missing-class", "extra-class", "no-images", "missing-folder"],
+)
+def test_bad_folders_are_refused(fer_dir: Path, tmp_path: Path, mutate, needle: str) -> None:  # noqa: ANN001
+    root = _copy_subset(fer_dir, tmp_path, 2)
+    mutate(root)
+    with pytest.raises(UserError, match=needle):
+        load_folder_split(root / "train")
+
+
+def test_csv_with_wrong_header_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text("label,image,split\n0,1 2 3,Training\n")
+    with pytest.raises(UserError, match="expected emotion,pixels,Usage"):
+        load_csv_split(path, "train")
+
+
+def test_unreadable_images_only(tmp_path: Path) -> None:
+    for name in FER2013_LABELS:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "junk.jpg").write_bytes(b"junk")
+    with pytest.raises(UserError, match="no readable images"):
+        load_folder_split(tmp_path)
