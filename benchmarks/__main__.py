@@ -1,0 +1,7 @@
+"""``python -m benchmarks`` is ``benchmark``."""
+
+import sys
+
+from benchmarks.run import cli
+
+sys.exit(cli())

@@ -1,0 +1,119 @@
+"""``benchmark --quick`` end to end: exit 0, a complete JSON, a PNG that decodes. Never a speed."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import cv2
+import pytest
+
+from benchmarks.run import REQUIRED_FIELDS, TARGETS, validate
+from tests.conftest import assert_user_error, run_cli
+
+QUICK_TIMEOUT_S = 300  # generous: a quick run takes well under 2 minutes even on a loaded 2-core machine
+HAS_TF = importlib.util.find_spec("tensorflow") is not None
+
+
+def _quick(out_dir: Path, env: dict | None = None) -> tuple[dict, dict]:
+    """Run ``python -m benchmarks --quick``; return the stdout summary and the JSON it wrote."""
+    proc = run_cli("benchmarks", "--quick", "--out-dir", str(out_dir), timeout=QUICK_TIMEOUT_S, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = json.loads(Path(summary["json"]).read_text())
+    return summary, result
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory, video_path: Path) -> tuple[Path, dict, dict]:
+    """One quick run, in whatever environment the tests run in (Keras parts skipped without TF)."""
+    out = tmp_path_factory.mktemp("bench")
+    summary, result = _quick(out)
+    return out, summary, result
+
+
+def _hidden_tf_env(root: Path) -> dict[str, str]:
+    """An environment in which ``import tensorflow`` / ``import keras`` fail as if not installed."""
+    for name in ("tensorflow", "keras"):
+        (root / name).mkdir(parents=True)
+        (root / name / "__init__.py").write_text(f"raise ImportError('{name} hidden by the test')\n")
+    return {"PYTHONPATH": str(root)}
+
+
+def test_quick_run_writes_json_png_and_latest_copies(quick_run: tuple[Path, dict, dict]) -> None:
+    out, summary, result = quick_run
+    json_path, png_path = Path(summary["json"]), Path(summary["png"])
+    assert json_path.parent == out and png_path.parent == out
+    assert result["quick"] is True
+    assert result["files"] == {"json": json_path.name, "png": png_path.name}
+    assert (out / "latest.json").read_bytes() == json_path.read_bytes()
+    assert (out / "latest.png").read_bytes() == png_path.read_bytes()
+    image = cv2.imread(str(png_path))
+    assert image is not None and image.shape[0] >= 200 and image.shape[1] >= 400
+    assert not list(out.glob(".*")), "temporary files left behind"
+
+
+def test_quick_run_has_every_required_field(quick_run: tuple[Path, dict, dict]) -> None:
+    _, _, result = quick_run
+    assert validate(result) == []
+    assert REQUIRED_FIELDS  # the schema is defined once, in benchmarks/run.py
+    runs = result["model"]["runs"]
+    assert {r["variant"] for r in runs} >= {"fp32"}
+    assert all(math.isfinite(r["faces_per_s"]) and r["faces_per_s"] > 0 for r in runs)
+    clip = result["pipeline"]["clips"][0]
+    assert clip["default"] is True and (clip["width"], clip["height"]) == (640, 360)
+    assert abs(sum(clip["project"]["stage_share"].values()) - 1) < 0.01
+    assert set(result["targets"]) == {t.key for t in TARGETS}
+    for target in result["targets"].values():
+        assert (target["value"] is None) == (target["met"] is None)
+
+
+def test_quick_run_keras_parts_match_the_environment(quick_run: tuple[Path, dict, dict]) -> None:
+    _, _, result = quick_run
+    clip = result["pipeline"]["clips"][0]
+    if HAS_TF:
+        assert result["keras"]["skipped"] is None
+        assert result["versions"]["tensorflow"]
+        assert clip["original"]["skipped"] is None and clip["ratio"] > 0
+    else:
+        assert "emocam[train]" in result["keras"]["skipped"]
+        assert clip["original"]["skipped"] and clip["ratio"] is None
+
+
+def test_validate_reports_missing_and_non_finite_fields(quick_run: tuple[Path, dict, dict]) -> None:
+    _, _, result = quick_run
+    broken = copy.deepcopy(result)
+    del broken["gemm"]["gflops"]
+    broken["model"]["runs"][0]["p99_ms"] = float("nan")
+    broken["pipeline"]["clips"][0]["project"]["fps"] = -1.0
+    problems = validate(broken)
+    assert any(p.startswith("gemm.gflops") for p in problems)
+    assert any(p.startswith("model.runs[].p99_ms") for p in problems)
+    assert any(p.startswith("pipeline.clips[].project.fps") for p in problems)
+
+
+def test_quick_run_without_tensorflow_skips_keras_parts(tmp_path: Path, video_path: Path) -> None:
+    summary, result = _quick(tmp_path / "out", env=_hidden_tf_env(tmp_path / "hide"))
+    assert validate(result) == []
+    assert "emocam[train]" in result["keras"]["skipped"]
+    assert result["versions"]["tensorflow"] is None
+    clip = result["pipeline"]["clips"][0]
+    assert clip["original"]["skipped"] == result["keras"]["skipped"]
+    assert clip["ratio"] is None and summary["ratio"] is None
+    assert result["targets"]["pipeline_vs_original"]["met"] is None
+    assert cv2.imread(summary["png"]) is not None
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [(["--video", "no-such-clip.mp4"], "no-such-clip.mp4"), (["--frames", "0"], "--frames"),
+     (["--keras", "no-such.keras"], "--keras")],
+)
+def test_user_errors_are_one_line(tmp_path: Path, args: list[str], needle: str) -> None:
+    proc = run_cli("benchmarks", "--quick", "--out-dir", str(tmp_path), *args, timeout=120)
+    assert_user_error(proc, 2, needle)
+    assert not list(tmp_path.iterdir()), "nothing is written on a user error"
