@@ -175,6 +175,13 @@ class RunFiles:
         self.history = self.out / "history.csv"
         self.curves = self.out / "training_curves.png"
 
+    def remove_stale_temporaries(self) -> None:
+        """Delete temporary files a killed run left behind (finished files are never touched)."""
+        finals = [self.config, self.state, self.last, self.best, self.final, self.history, self.curves]
+        for path in finals:
+            for tmp in path.parent.glob(f".{path.name}.*"):
+                tmp.unlink(missing_ok=True)
+
 
 def _write_json(path: Path, data: dict) -> None:
     with atomic_path(path) as tmp:
@@ -232,6 +239,7 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
         if not files.state.is_file() or not files.last.is_file():
             raise UserError(f"--resume: no checkpoint in {files.out / 'checkpoints'}: start the run without --resume")
         state = json.loads(files.state.read_text())
+        files.remove_stale_temporaries()
     else:
         if files.state.is_file():
             raise UserError(f"{files.out} already holds a run: pass --resume to continue it, or choose another --out")
@@ -327,7 +335,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         fields = {f.name for f in dataclasses.fields(FitConfig)}
         cfg = FitConfig(**{k: v for k, v in vars(args).items() if k in fields})
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    fit(cfg, resume=args.resume)
+    try:
+        fit(cfg, resume=args.resume)
+    except KeyboardInterrupt:
+        raise UserError(f"interrupted; checkpoints are intact: continue with trainer-fit --out {cfg.out} --resume",
+                        exit_code=130) from None
     return 0
 
 

@@ -81,7 +81,6 @@ def test_resume_after_sigkill_continues_at_the_right_epoch(fer_dir: Path, tmp_pa
         time.sleep(0.02)
     proc.stderr.close()
     assert killed_at is not None and killed_at < 8, "the run ended before it could be killed"
-    assert not list(out.rglob(".*.keras")) or True  # temp files may remain after SIGKILL; finals must load
     resumed = run_cli("trainer", "--out", str(out), "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming at epoch {killed_at + 1}/8" in resumed.stderr
