@@ -80,6 +80,8 @@ class EmojiAnnotator:
             the frame's right edge).
         scale: Emoji side as a multiple of the box's larger side.
         cache_size: Resized emoji kept, keyed by label and size.
+        cache_bytes: Most memory the kept emoji may take (the newest one is always kept): a
+            600-pixel sprite is 5.8 MB, so ``cache_size`` alone could hold gigabytes.
     """
 
     def __init__(
@@ -89,6 +91,7 @@ class EmojiAnnotator:
         placement: str = "over",
         scale: float = 1.0,
         cache_size: int = 256,
+        cache_bytes: int = 64 << 20,
     ) -> None:
         if placement not in ("over", "beside"):
             raise UserError(f"placement must be 'over' or 'beside', got {placement!r}")
@@ -101,6 +104,8 @@ class EmojiAnnotator:
         self.scale = scale
         self._cache: OrderedDict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._cache_size = cache_size
+        self._cache_bytes = cache_bytes
+        self._cached_bytes = 0
 
     def sprite(self, label: str, side: int) -> tuple[np.ndarray, np.ndarray]:
         """The emoji for ``label`` at ``side`` pixels, premultiplied, from the cache."""
@@ -115,8 +120,10 @@ class EmojiAnnotator:
         alpha = img[..., 3:4] / 255.0
         sprite = (img[..., :3] * alpha, 1.0 - alpha)
         self._cache[key] = sprite
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        self._cached_bytes += sprite[0].nbytes + sprite[1].nbytes
+        while len(self._cache) > 1 and (len(self._cache) > self._cache_size or self._cached_bytes > self._cache_bytes):
+            _, (color, inv_alpha) = self._cache.popitem(last=False)
+            self._cached_bytes -= color.nbytes + inv_alpha.nbytes
         return sprite
 
     def annotate(self, frame: np.ndarray, faces: Faces) -> np.ndarray:
@@ -127,9 +134,8 @@ class EmojiAnnotator:
         for (x1, y1, x2, y2), label in zip(faces.xyxy, faces.labels, strict=True):
             side = max(1, round(max(x2 - x1, y2 - y1) * self.scale))
             cx, cy = (x1 + x2) // 2, (y1 + y2) // 2
-            if self.placement == "over":
-                x = cx - side // 2
-            else:
+            x = cx - side // 2  # over the face
+            if self.placement == "beside":  # right of the face, or left of it where the frame's edge would cut it
                 x = x2 if x2 + side <= fw or x1 - side < 0 else x1 - side
             blend(frame, self.sprite(label, side), x, cy - side // 2)
         return frame

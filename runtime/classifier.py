@@ -102,7 +102,9 @@ class EmotionClassifier:
             raise
         except Exception as exc:  # onnxruntime raises its own exception types for a bad file
             first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"model {path} is not a loadable ONNX model ({first}): give an .onnx file from export-onnx") from None
+            raise UserError(
+                f"model {path} is not a loadable ONNX model ({first}): give an .onnx file from export-onnx"
+            ) from None
         active = self.session.get_providers()
         if provider == "cuda" and CUDA not in active:
             raise UserError(

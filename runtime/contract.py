@@ -10,8 +10,9 @@ This module imports only the standard library, so every package can use it.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 #: FER2013 class names in the order the Kaggle folder layout sorts them (alphabetical). This is
 #: the project's one canonical output order.

@@ -47,8 +47,11 @@ class HaarDetector:
             raise UserError(f"scale factor must be > 1, got {scale_factor}")
         if min_neighbors < 0 or min_size < 1 or detect_width < 0:
             raise UserError("min neighbours must be >= 0, min size >= 1 and detect width >= 0")
-        self.cascade = cv2.CascadeClassifier(str(cascade_path))
-        if self.cascade.empty():
+        try:
+            self.cascade = cv2.CascadeClassifier(str(cascade_path))
+        except (cv2.error, SystemError):  # OpenCV 4.x raises (wrapped in SystemError) on a non-XML file
+            self.cascade = None
+        if self.cascade is None or self.cascade.empty():
             raise UserError(f"{cascade_path} is not a valid Haar cascade XML")
         self.detect_width = detect_width
         self.scale_factor = scale_factor

@@ -34,7 +34,8 @@ def _parser() -> ArgumentParser:
     p.add_argument("--provider", choices=["auto", "cpu", "cuda"], default="auto", help="onnxruntime execution provider")
     p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: one per core)")
     p.add_argument("--no-window", action="store_true", help="headless: no window (servers, CI)")
-    p.add_argument("--output", type=Path, default=None, help="write the annotated video (.mp4/.avi) or image (.jpg/.png)")
+    p.add_argument("--output", type=Path, default=None,
+                   help="write the annotated video (.mp4/.avi) or image (.jpg/.png)")
     p.add_argument("--jsonl", type=Path, default=None, help="write one JSON line per frame")
     p.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
     g = p.add_argument_group("detector")
@@ -46,11 +47,13 @@ def _parser() -> ArgumentParser:
     g = p.add_argument_group("classifier and display")
     g.add_argument("--margin", type=float, default=0.1, help="crop margin around each face (fraction of its size)")
     g.add_argument("--smoothing", type=float, default=0.6, help="weight of the past in per-face probability smoothing")
-    g.add_argument("--emoji-dir", type=Path, default=None, help="folder with one <label>.png per class (your own avatars)")
+    g.add_argument("--emoji-dir", type=Path, default=None,
+                   help="folder with one <label>.png per class (your own avatars)")
     g.add_argument("--placement", choices=["over", "beside"], default="over", help="emoji over the face or beside it")
     g.add_argument("--labels", action="store_true", help="also write label and confidence on each face")
     g.add_argument("--panel", action="store_true", help="side panel with the dominant emotion's emoji, large")
-    g.add_argument("--reconnect", type=int, default=0, help="live sources: reconnect N times (with backoff) if they stop")
+    g.add_argument("--reconnect", type=int, default=0,
+                   help="live sources: reconnect N times (with backoff) if they stop")
     return p
 
 
@@ -71,11 +74,30 @@ def _camera_present(index: int = 0) -> bool:
 
 
 class _Stop(Exception):
-    """Raised by the SIGTERM handler to leave the frame loop cleanly."""
+    """Raised by the signal handler to leave the frame loop cleanly."""
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise _Stop()
+class _StopSignals:
+    """SIGINT and SIGTERM handler: leave the frame loop, but never inside a critical section.
+
+    While ``hold`` is set (writing one frame's video frame and JSON line, or finalising the
+    outputs) a signal is only recorded, so the video and the JSON Lines never disagree by a
+    frame; :meth:`release` raises it once the section is done.
+    """
+
+    def __init__(self) -> None:
+        self.hold = False
+        self.received: str | None = None
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.received = signal.Signals(signum).name
+        if not self.hold:
+            raise _Stop()
+
+    def release(self) -> None:
+        self.hold = False
+        if self.received is not None:
+            raise _Stop()
 
 
 class Outputs:
@@ -88,12 +110,15 @@ class Outputs:
         self.size_wh: tuple[int, int] | None = None
         self.last: np.ndarray | None = None
         self.video = output is not None and output.suffix.lower() in VIDEO_SUFFIXES
-        self.jsonl = jsonl.open("w", encoding="utf-8") if jsonl is not None else None
+        self.jsonl_path = jsonl
+        self.jsonl = None  # opened with the first frame: a run that fails before it leaves no empty file
 
     def write(self, frame: np.ndarray, record: dict) -> None:
         import cv2
 
-        if self.jsonl is not None:
+        if self.jsonl_path is not None:
+            if self.jsonl is None:
+                self.jsonl = self.jsonl_path.open("w", encoding="utf-8")
             self.jsonl.write(json.dumps(record, separators=(",", ":")) + "\n")
             self.jsonl.flush()
         if self.output is None:
@@ -184,7 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     frame_ms: list[float] = []
     faces_total = frames_with_faces = 0
     stopped_by = "end of source"
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    stops = _StopSignals()
+    previous = {sig: signal.signal(sig, stops) for sig in (signal.SIGINT, signal.SIGTERM)}
     outputs = None
     t_start = time.perf_counter()
     try:
@@ -198,7 +224,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             record = {"frame": frame.index, "timestamp_s": round(frame.timestamp_s, 4), "faces": faces.to_records()}
             if frame.name:
                 record["file"] = frame.name
+            stops.hold = True  # a frame's video frame and its JSON line are written together or not at all
             outputs.write(annotated, record)
+            stops.release()
             if not args.no_window:
                 fps = len(frame_ms) / max(1e-9, time.perf_counter() - t_start)
                 shown = annotated.copy()
@@ -218,14 +246,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         stopped_by = "SIGINT"
     except _Stop:
-        stopped_by = "SIGTERM"
+        stopped_by = stops.received or "SIGTERM"
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        stops.hold = True  # a second signal must not cut the finalising of the outputs short
         source.close()
         if outputs is not None:
             outputs.close()
         if not args.no_window:
             cv2.destroyAllWindows()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     wall = time.perf_counter() - t_start
     if not frame_ms and getattr(source, "skipped", None):
         raise UserError(f"{source.description}: no file decoded as an image (skipped {len(source.skipped)})")
