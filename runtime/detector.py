@@ -82,3 +82,49 @@ class HaarDetector:
         xywh = np.asarray(found, dtype=np.float64) / scale
         xyxy = np.round(np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1))
         return Faces(clip_xyxy(xyxy, (w, h)))
+
+    def detect_near(self, gray: np.ndarray, xyxy: np.ndarray, grow: float = 0.5, face_px: int = 36) -> Faces:
+        """Re-find known faces by searching only around each of their boxes.
+
+        Each region is the box grown by ``grow`` of its side on every side, scaled so that the
+        face is about ``face_px`` pixels, and searched for faces of 0.7x to 1.4x the box's size:
+        a fraction of a full-frame search. A box whose face is not found is dropped, so the
+        caller can tell a lost face and fall back to :meth:`detect_gray`.
+
+        Args:
+            gray: 2-D grayscale frame.
+            xyxy: Boxes ``(n, 4)`` of the faces seen last.
+            grow: Margin searched around each box, as a fraction of its side.
+            face_px: Side, in pixels, to which each region's face is scaled.
+        """
+        h, w = gray.shape[:2]
+        found_boxes = []
+        for x1, y1, x2, y2 in np.asarray(xyxy, dtype=np.int64).reshape(-1, 4):
+            side = int(max(x2 - x1, y2 - y1, 1))
+            pad = int(grow * side)
+            rx1, ry1, rx2, ry2 = max(0, x1 - pad), max(0, y1 - pad), min(w, x2 + pad), min(h, y2 + pad)
+            if rx2 - rx1 < 24 or ry2 - ry1 < 24:
+                continue
+            scale = min(1.0, face_px / side)
+            region = gray[ry1:ry2, rx1:rx2]
+            if scale < 1.0:
+                size = (max(1, round((rx2 - rx1) * scale)), max(1, round((ry2 - ry1) * scale)))
+                region = cv2.resize(region, size, interpolation=cv2.INTER_AREA)
+            lo = max(1, round(0.7 * side * scale), round(self.min_size * scale))
+            hi = max(lo + 1, round(1.4 * side * scale))
+            if min(region.shape[:2]) < lo:
+                continue
+            hits = self.cascade.detectMultiScale(
+                region, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=(lo, lo),
+                maxSize=(hi, hi),
+            )
+            if len(hits) == 0:
+                continue
+            hits = np.asarray(hits, dtype=np.float64) / scale
+            centre = np.array([(x1 + x2) / 2 - rx1, (y1 + y2) / 2 - ry1])
+            best = hits[np.argmin(np.abs(hits[:, :2] + hits[:, 2:] / 2 - centre).sum(axis=1))]
+            bx, by = best[0] + rx1, best[1] + ry1
+            found_boxes.append([bx, by, bx + best[2], by + best[3]])
+        if not found_boxes:
+            return Faces.empty()
+        return Faces(clip_xyxy(np.round(np.asarray(found_boxes)), (w, h)))

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.cli_support import ArgumentParser, UserError, atomic_path, check_output_path, run_main
-from runtime.sources import DEMO, IMAGE_SUFFIXES
+from runtime.sources import DEMO, IMAGE_SUFFIXES, ImageSource
 
 VIDEO_SUFFIXES = {".mp4": "mp4v", ".m4v": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}  # container -> fourcc
 DEMO_OUTPUT = "runtime-live-demo.jpg"  # where the headless demo writes when no --output is given
@@ -43,7 +43,8 @@ def _parser() -> ArgumentParser:
     g.add_argument("--scale-factor", type=float, default=1.1, help="Haar image-pyramid step")
     g.add_argument("--min-neighbors", type=int, default=5, help="Haar hits a face needs")
     g.add_argument("--min-size", type=int, default=40, help="smallest face side, in frame pixels")
-    g.add_argument("--detect-every", type=int, default=1, help="detect on every Nth frame, track between")
+    g.add_argument("--detect-every", type=int, default=5,
+                   help="search the whole frame every Nth frame; between, re-find known faces near their boxes")
     g = p.add_argument_group("classifier and display")
     g.add_argument("--margin", type=float, default=0.1, help="crop margin around each face (fraction of its size)")
     g.add_argument("--smoothing", type=float, default=0.6, help="weight of the past in per-face probability smoothing")
@@ -215,8 +216,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     t_start = time.perf_counter()
     try:
         outputs = Outputs(args.output, args.jsonl, source.fps)
+        stills = isinstance(source, ImageSource)  # unrelated images: no tracking across them
         for frame in source:
             t0 = time.perf_counter()
+            if stills:
+                pipe.reset()
             annotated, faces = pipe(frame.image)
             frame_ms.append((time.perf_counter() - t0) * 1000)
             faces_total += len(faces)

@@ -35,7 +35,9 @@ class Pipeline:
         placement: ``over`` or ``beside`` the face.
         show_labels: Also write label and confidence.
         panel: Append a side panel with the dominant emotion's emoji.
-        detect_every: Run the detector on every Nth frame and reuse the tracked boxes between.
+        detect_every: Search the whole frame on every Nth frame; between, re-find the known faces
+            only around their last boxes (:meth:`HaarDetector.detect_near`), falling back to a
+            whole-frame search as soon as one is lost. 1: whole frame every time.
     """
 
     def __init__(
@@ -49,7 +51,7 @@ class Pipeline:
         placement: str = "over",
         show_labels: bool = False,
         panel: bool = False,
-        detect_every: int = 1,
+        detect_every: int = 5,
     ) -> None:
         if detect_every < 1:
             raise ValueError(f"detect_every must be >= 1, got {detect_every}")
@@ -62,14 +64,28 @@ class Pipeline:
         self.detect_every = detect_every
         self.stage_s = dict.fromkeys(STAGES, 0.0)
         self._frames = 0
+        self.full_detections = 0  # frames on which the whole frame was searched
         self._boxes = Faces.empty()
+
+    def reset(self) -> None:
+        """Forget the faces seen so far (call between unrelated images)."""
+        self._boxes = Faces.empty()
+        self._frames = 0
+        if self.tracker is not None:
+            self.tracker.reset()
 
     def process(self, frame: np.ndarray) -> Faces:
         """Detect, classify (one onnxruntime call) and track the faces of a frame."""
         t0 = time.perf_counter()
         gray = to_gray(frame)
-        if self._frames % self.detect_every == 0:
+        full = self._frames % self.detect_every == 0 or not len(self._boxes)
+        if not full:
+            near = self.detector.detect_near(gray, self._boxes.xyxy)
+            full = len(near) < len(self._boxes)  # a face was lost: look everywhere
+            self._boxes = near
+        if full:
             self._boxes = self.detector.detect_gray(gray)
+            self.full_detections += 1
         self._frames += 1
         t1 = time.perf_counter()
         faces = self.classifier.classify_gray(gray, self._boxes)

@@ -116,3 +116,24 @@ def test_bad_settings_are_user_errors(tmp_path: Path):
     junk.write_text("not a cascade")
     with pytest.raises(UserError, match="not a valid Haar cascade"):
         HaarDetector(junk)
+
+
+def test_detect_near_refinds_a_known_face_and_nothing_where_none_is(video_path: Path, detector: HaarDetector,
+                                                                    media_dir: Path) -> None:
+    from runtime.tracker import iou_matrix
+
+    cap = cv2.VideoCapture(str(video_path))
+    frames = [cap.read()[1] for _ in range(12)]
+    cap.release()
+    gray = [cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in frames]
+    known = detector.detect_gray(gray[0])
+    assert len(known) == 1
+    for g in gray[1:]:  # the face moves a little: found again near its last box, one box per face
+        near = detector.detect_near(g, known.xyxy)
+        assert len(near) == 1 and iou_matrix(near.xyxy, detector.detect_gray(g).xyxy)[0, 0] > 0.6
+        known = near
+    no_face = cv2.VideoCapture(str(media_dir / "no_face.mp4"))
+    empty = cv2.cvtColor(no_face.read()[1], cv2.COLOR_BGR2GRAY)
+    no_face.release()
+    h, w = empty.shape
+    assert len(detector.detect_near(empty, np.array([[w // 3, h // 4, w // 3 + 200, h // 4 + 200]]))) == 0
