@@ -74,7 +74,10 @@ class EmotionClassifier:
         model_path: ONNX file written by ``export-onnx`` (default: the shipped model).
         provider: ``auto`` (CUDA when onnxruntime-gpu and a GPU are present), ``cpu`` or ``cuda``.
         threads: onnxruntime intra-op threads (0: one per physical core).
-        margin: Fraction of the box size added on each side before cropping.
+        margin: Fraction of the box size added on each side before cropping. 0 by default: on
+            512 FER2013 training faces (upscaled 4x, padded), the Haar box matched the FER2013
+            crop (median image side / box side 1.00, IQR 0.94-1.08), so the box itself is the
+            framing the model was trained on.
 
     Raises:
         UserError: The model is missing, not ONNX, or breaks the contract; or CUDA was asked
@@ -82,7 +85,7 @@ class EmotionClassifier:
     """
 
     def __init__(
-        self, model_path: str | Path | None = None, provider: str = "auto", threads: int = 0, margin: float = 0.1
+        self, model_path: str | Path | None = None, provider: str = "auto", threads: int = 0, margin: float = 0.0
     ) -> None:
         import onnxruntime as ort
 

@@ -46,7 +46,8 @@ def _parser() -> ArgumentParser:
     g.add_argument("--detect-every", type=int, default=5,
                    help="search the whole frame every Nth frame; between, re-find known faces near their boxes")
     g = p.add_argument_group("classifier and display")
-    g.add_argument("--margin", type=float, default=0.1, help="crop margin around each face (fraction of its size)")
+    g.add_argument("--margin", type=float, default=0.0,
+                   help="crop margin around each face (fraction of its size); 0 matches FER2013's framing")
     g.add_argument("--smoothing", type=float, default=0.6, help="weight of the past in per-face probability smoothing")
     g.add_argument("--emoji-dir", type=Path, default=None,
                    help="folder with one <label>.png per class (your own avatars)")

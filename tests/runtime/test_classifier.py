@@ -121,7 +121,13 @@ def test_crop_clips_boxes_at_the_borders(tiny_onnx, tmp_path: Path):
 def test_crop_margin_grows_the_box(classifier: EmotionClassifier):
     gray = np.zeros((100, 100), np.uint8)
     gray[40:60, 40:60] = 255  # the box is exactly the white square
-    batch = classifier.crop(gray, np.array([[40, 40, 60, 60]]))  # margin 0.1: 2 dark pixels each side
+    assert classifier.margin == 0.0  # the default: the Haar box is FER2013's framing
+    assert (classifier.crop(gray, np.array([[40, 40, 60, 60]]))[0] == 255).all()
+    classifier.margin = 0.1
+    try:
+        batch = classifier.crop(gray, np.array([[40, 40, 60, 60]]))  # 2 dark pixels each side
+    finally:
+        classifier.margin = 0.0
     assert batch[0].max() == 255
     assert batch[0, 0, 0, 0] < 128 and batch[0, -1, -1, 0] < 128
     assert batch[0, 24, 24, 0] == 255
