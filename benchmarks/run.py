@@ -63,11 +63,21 @@ ORIGINAL_CASCADE = "haarcascade_frontalface_default.xml"
 STAGE_KEYS = ("decode", *STAGES, "other")  # project stage shares: decode, detect, classify, track, composite, other
 
 
-def _flops_per_face() -> int:
-    """FLOPs of one forward pass: 2 x the documented multiply-adds (77.3 M)."""
+def _flops_per_face(model: Path | None = None) -> int:
+    """FLOPs per face: 2 x the documented multiply-adds (77.3 M) x the network passes per face.
+
+    A model exported with ``--tta-flip`` runs the network twice per face (its ``forward_passes``
+    metadata says so).
+    """
     from trainer.model import MULTIPLY_ADDS
 
-    return 2 * MULTIPLY_ADDS
+    passes = 1
+    if model is not None:
+        import onnxruntime as ort
+
+        meta = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).get_modelmeta()
+        passes = int(meta.custom_metadata_map.get("forward_passes", "1"))
+    return 2 * MULTIPLY_ADDS * passes
 
 
 # --------------------------------------------------------------------------------------------
@@ -419,7 +429,7 @@ def bench_models(
     Raises:
         UserError: The fp32 model itself does not load (every other failure is recorded).
     """
-    flops = _flops_per_face()
+    flops = _flops_per_face(model)
     variants, runs, failures = [], [], []
     for name, path in model_variants(model):
         entry: dict[str, Any] = {"name": name, "path": shown_path(path), "skipped": None}

@@ -58,14 +58,33 @@ def load_faces(folder: Path | None, count: int, spec: ModelSpec, seed: int, what
         per_class = max(1, count // spec.num_classes)
         split = load_folder_split(Path(folder), spec.labels, spec.input_hw, limit_per_class=per_class, seed=seed)
         return FaceSet(split.x.astype(np.float32), split.y, str(folder))
-    print(f"warning: no {what} folder ({folder}); using {count} random images: accuracy cannot be measured",
-          file=sys.stderr)
+    print(
+        f"warning: no {what} folder ({folder}); using {count} random images: accuracy cannot be measured",
+        file=sys.stderr,
+    )
     rng = np.random.default_rng(seed)
     return FaceSet(rng.integers(0, 256, (count, *spec.input_shape)).astype(np.float32), None, "random")
 
 
-def convert(model, spec: ModelSpec, opset: int = OPSET):  # noqa: ANN001, ANN201
-    """Convert a Keras model to an ``onnx.ModelProto`` with stable names and a dynamic batch."""
+def forward(model, pixels, tta_flip: bool):  # noqa: ANN001, ANN201
+    """The exported computation: the network, or the mean of it on the face and its mirror image.
+
+    Works on numpy arrays (Keras reference) and on TF tensors (inside the exported graph).
+    """
+    import tensorflow as tf
+
+    probs = model(pixels, training=False)
+    if tta_flip:
+        probs = (probs + model(tf.reverse(pixels, axis=[2]), training=False)) / 2.0
+    return probs
+
+
+def convert(model, spec: ModelSpec, opset: int = OPSET, tta_flip: bool = False):  # noqa: ANN001, ANN201
+    """Convert a Keras model to an ``onnx.ModelProto`` with stable names and a dynamic batch.
+
+    With ``tta_flip`` the graph averages the probabilities of each face and its mirror image
+    (horizontal-flip test-time augmentation): two forward passes per face, in one graph.
+    """
     import onnx
     import tensorflow as tf
     import tf2onnx
@@ -74,7 +93,7 @@ def convert(model, spec: ModelSpec, opset: int = OPSET):  # noqa: ANN001, ANN201
 
     @tf.function(input_signature=signature)
     def serve(pixels):  # noqa: ANN001, ANN202
-        return {OUTPUT_NAME: model(pixels, training=False)}
+        return {OUTPUT_NAME: forward(model, pixels, tta_flip)}
 
     proto, _ = tf2onnx.convert.from_function(serve, input_signature=signature, opset=opset)
     graph = proto.graph
@@ -105,7 +124,7 @@ def set_metadata(proto, entries: dict[str, str]) -> None:  # noqa: ANN001
         proto.metadata_props.add(key=key, value=value)
 
 
-def provenance(model_path: Path, opset: int, variant: str) -> dict[str, str]:
+def provenance(model_path: Path, opset: int, variant: str, tta_flip: bool = False) -> dict[str, str]:
     """Source hash, training data and accuracy (from the run folder), export time, tool versions."""
     import keras
     import onnx
@@ -116,12 +135,20 @@ def provenance(model_path: Path, opset: int, variant: str) -> dict[str, str]:
     meta = {
         "variant": variant,
         "opset": str(opset),
+        "test_time_augmentation": "hflip-mean" if tta_flip else "none",
+        "forward_passes": "2" if tta_flip else "1",  # network evaluations per face
         "source_model": model_path.name,
         "source_sha256": hashlib.sha256(model_path.read_bytes()).hexdigest(),
         "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "tool_versions": json.dumps({"tensorflow": tf.__version__, "keras": keras.__version__,
-                                     "tf2onnx": tf2onnx.__version__, "onnx": onnx.__version__,
-                                     "onnxruntime": onnxruntime.__version__}),
+        "tool_versions": json.dumps(
+            {
+                "tensorflow": tf.__version__,
+                "keras": keras.__version__,
+                "tf2onnx": tf2onnx.__version__,
+                "onnx": onnx.__version__,
+                "onnxruntime": onnxruntime.__version__,
+            }
+        ),
     }
     run = model_path.parent
     if (run / "config.json").is_file():
@@ -202,8 +229,15 @@ def to_int8(fp32_path: Path, out_path: Path, calib: np.ndarray) -> None:
     pre = out_path.with_name(out_path.name + ".pre.onnx")
     try:
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
-        quantize_static(str(pre), str(out_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        quantize_static(
+            str(pre),
+            str(out_path),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
     finally:
         pre.unlink(missing_ok=True)
 
@@ -220,6 +254,7 @@ def export(
     calib_dir: Path | None = None,
     calib_count: int = 700,
     seed: int = 0,
+    tta_flip: bool = False,
 ) -> dict:
     """Export, describe and verify; returns the report. Raises :class:`UserError` on failure."""
     from trainer.model import load_model, read_spec
@@ -238,34 +273,50 @@ def export(
     model = load_model(model_path)
     in_shape = tuple(model.input_shape[1:])
     if in_shape != spec.input_shape:
-        raise UserError(f"model takes input {in_shape} but the contract says {spec.input_shape}: "
-                        "export a model built by trainer-fit")
+        raise UserError(
+            f"model takes input {in_shape} but the contract says {spec.input_shape}: "
+            "export a model built by trainer-fit"
+        )
     n_out = model.output_shape[-1]
     if n_out != spec.num_classes:
-        raise UserError(f"model has {n_out} outputs but {spec.num_classes} labels {list(spec.labels)}: "
-                        "give matching --labels")
+        raise UserError(
+            f"model has {n_out} outputs but {spec.num_classes} labels {list(spec.labels)}: give matching --labels"
+        )
 
     t0 = time.perf_counter()
-    proto = convert(model, spec, opset)
-    set_metadata(proto, {**spec.to_metadata(), **provenance(model_path, opset, "fp32")})
+    proto = convert(model, spec, opset, tta_flip)
+    set_metadata(proto, {**spec.to_metadata(), **provenance(model_path, opset, "fp32", tta_flip)})
     import onnx
 
     onnx.checker.check_model(proto, full_check=True)
 
     faces = load_faces(verify_dir, verify_count, spec, seed, "verification")
-    keras_probs = np.asarray(model.predict(faces.x, batch_size=256, verbose=0))
+    keras_probs = np.concatenate(
+        [np.asarray(forward(model, faces.x[i : i + 256], tta_flip)) for i in range(0, len(faces.x), 256)]
+    )
     fp32_session = ort_session(proto.SerializeToString())
     fp32_probs = run_onnx(fp32_session, faces.x)
     fp32 = compare(keras_probs, fp32_probs, faces.y)
-    report: dict = {"source": str(model_path), "verify_set": faces.source, "verify_faces": len(faces.x),
-                    "opset": opset, "labels": list(spec.labels)}
+    report: dict = {
+        "source": str(model_path),
+        "verify_set": faces.source,
+        "verify_faces": len(faces.x),
+        "opset": opset,
+        "labels": list(spec.labels),
+        "tta_flip": tta_flip,
+    }
     ok = fp32["max_abs_diff"] <= FP32_ATOL and fp32["argmax_agreement"] == 1.0
-    report["fp32"] = {"path": str(output), **fp32, "keras_accuracy": None if faces.y is None else
-                      float((keras_probs.argmax(1) == faces.y).mean())}
+    report["fp32"] = {
+        "path": str(output),
+        **fp32,
+        "keras_accuracy": None if faces.y is None else float((keras_probs.argmax(1) == faces.y).mean()),
+    }
     if not ok:
-        raise UserError(f"export does not verify: max |keras - onnx| {fp32['max_abs_diff']:.2e} (limit {FP32_ATOL:.0e}), "
-                        f"argmax agreement {fp32['argmax_agreement']:.4f} (need 1.0); nothing written",
-                        exit_code=EXIT_FAILED)
+        raise UserError(
+            f"export does not verify: max |keras - onnx| {fp32['max_abs_diff']:.2e} (limit {FP32_ATOL:.0e}), "
+            f"argmax agreement {fp32['argmax_agreement']:.4f} (need 1.0); nothing written",
+            exit_code=EXIT_FAILED,
+        )
     with atomic_path(output) as tmp:
         onnx.save(proto, tmp)
     report["fp32"]["bytes"] = output.stat().st_size
@@ -276,7 +327,7 @@ def export(
     if fp16:
         path = output.with_name(output.stem + ".fp16.onnx")
         half = to_fp16(proto)
-        set_metadata(half, provenance(model_path, opset, "fp16"))
+        set_metadata(half, provenance(model_path, opset, "fp16", tta_flip))
         with atomic_path(path) as tmp:
             onnx.save(half, tmp)
         variants.append(("fp16", path, FP16_MIN_AGREEMENT))
@@ -286,7 +337,7 @@ def export(
         with atomic_path(path) as tmp:
             to_int8(output, tmp, calib.x)
             q = onnx.load(tmp)
-            set_metadata(q, provenance(model_path, opset, "int8"))
+            set_metadata(q, provenance(model_path, opset, "int8", tta_flip))
             onnx.save(q, tmp)
         report["int8_calibration"] = {"faces": len(calib.x), "source": calib.source}
         variants.append(("int8", path, INT8_MIN_AGREEMENT))
@@ -295,8 +346,14 @@ def export(
         session = ort_session(str(path))
         got = compare(fp32_probs, run_onnx(session, faces.x), faces.y)
         fps = faces_per_second(session, faces.x)
-        entry = {"path": str(path), "bytes": path.stat().st_size, **got, "min_agreement": bound,
-                 "faces_per_s": round(fps, 1), "speedup_vs_fp32": round(fps / fp32_fps, 2)}
+        entry = {
+            "path": str(path),
+            "bytes": path.stat().st_size,
+            **got,
+            "min_agreement": bound,
+            "faces_per_s": round(fps, 1),
+            "speedup_vs_fp32": round(fps / fp32_fps, 2),
+        }
         if faces.y is not None:
             entry["accuracy_delta_points"] = round(100 * (got["accuracy"] - fp32["accuracy"]), 2)
         report[name] = entry
@@ -322,9 +379,13 @@ def format_report(report: dict) -> str:
             continue
         acc = f", accuracy {r['accuracy']:.4f}" if "accuracy" in r else ""
         delta = f" ({r['accuracy_delta_points']:+.2f} pts)" if "accuracy_delta_points" in r else ""
-        speed = f", {r['faces_per_s']:.0f} faces/s" + (f" ({r['speedup_vs_fp32']:.2f}x fp32)" if "speedup_vs_fp32" in r else "")
-        lines.append(f"{name}: {r['path']} {r['bytes'] / 1e6:.2f} MB, max|diff| {r['max_abs_diff']:.2e}, "
-                     f"argmax agreement {r['argmax_agreement']:.4f}{acc}{delta}{speed}")
+        speed = f", {r['faces_per_s']:.0f} faces/s" + (
+            f" ({r['speedup_vs_fp32']:.2f}x fp32)" if "speedup_vs_fp32" in r else ""
+        )
+        lines.append(
+            f"{name}: {r['path']} {r['bytes'] / 1e6:.2f} MB, max|diff| {r['max_abs_diff']:.2e}, "
+            f"argmax agreement {r['argmax_agreement']:.4f}{acc}{delta}{speed}"
+        )
     return "\n".join(lines)
 
 
@@ -333,24 +394,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = ArgumentParser(prog="export-onnx", description="Convert a trainer-fit .keras model to verified ONNX.")
     p.add_argument("model", type=Path, help=".keras model from trainer-fit (e.g. runs/fer2013/best.keras)")
     p.add_argument("--output", "-o", type=Path, default=Path("model.onnx"), help="ONNX file to write")
-    p.add_argument("--labels", default=None, help="comma-separated class names in output order "
-                   "(default: read from the model)")
+    p.add_argument(
+        "--labels", default=None, help="comma-separated class names in output order (default: read from the model)"
+    )
     p.add_argument("--opset", type=int, default=OPSET, help="ONNX opset")
-    p.add_argument("--verify-dir", type=Path, default=_default_data("test"),
-                   help="FER2013-layout folder of real faces for verification")
+    p.add_argument(
+        "--verify-dir",
+        type=Path,
+        default=_default_data("test"),
+        help="FER2013-layout folder of real faces for verification",
+    )
     p.add_argument("--verify-count", type=int, default=700, help="faces used for verification")
     p.add_argument("--fp16", action="store_true", help="also write <output>.fp16.onnx (float16 weights)")
     p.add_argument("--int8", action="store_true", help="also write <output>.int8.onnx (static INT8, QDQ)")
-    p.add_argument("--calib-dir", type=Path, default=_default_data("train"),
-                   help="FER2013-layout folder of real training faces for INT8 calibration")
+    p.add_argument(
+        "--calib-dir",
+        type=Path,
+        default=_default_data("train"),
+        help="FER2013-layout folder of real training faces for INT8 calibration",
+    )
     p.add_argument("--calib-count", type=int, default=700, help="faces used for INT8 calibration")
     p.add_argument("--seed", type=int, default=0, help="seed of the face samples")
+    p.add_argument(
+        "--tta-flip",
+        action="store_true",
+        help="average each face with its mirror image inside the graph (2 passes per face)",
+    )
     args = p.parse_args(argv)
     if args.verify_count < 7 or args.calib_count < 7:
         raise UserError("--verify-count and --calib-count must be at least 7")
     labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
-    report = export(args.model, args.output, labels, args.opset, args.verify_dir, args.verify_count,
-                    args.fp16, args.int8, args.calib_dir, args.calib_count, args.seed)
+    report = export(
+        args.model,
+        args.output,
+        labels,
+        args.opset,
+        args.verify_dir,
+        args.verify_count,
+        args.fp16,
+        args.int8,
+        args.calib_dir,
+        args.calib_count,
+        args.seed,
+        args.tta_flip,
+    )
     print(format_report(report), file=sys.stderr)
     print(json.dumps({k: report[k] for k in ("fp32", "fp16", "int8") if k in report}))
     return 0

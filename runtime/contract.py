@@ -127,8 +127,7 @@ class ModelSpec:
             raise ContractError(f"model spec has unknown fields {sorted(unknown)}")
         if data.get("version", SPEC_VERSION) > SPEC_VERSION:
             raise ContractError(
-                f"model spec version {data['version']} is newer than this runtime "
-                f"({SPEC_VERSION}): upgrade the package"
+                f"model spec version {data['version']} is newer than this runtime ({SPEC_VERSION}): upgrade the package"
             )
         try:
             return cls(**data)
@@ -148,18 +147,14 @@ class ModelSpec:
         """
         if META_SPEC not in meta or META_LABELS not in meta:
             missing = [k for k in (META_SPEC, META_LABELS) if k not in meta]
-            raise ContractError(
-                f"model has no {' or '.join(missing)} metadata: re-export it with export-onnx"
-            )
+            raise ContractError(f"model has no {' or '.join(missing)} metadata: re-export it with export-onnx")
         spec = cls.from_json(meta[META_SPEC])
         try:
             labels = json.loads(meta[META_LABELS])
         except json.JSONDecodeError:
             raise ContractError("model's 'labels' metadata is not a JSON list") from None
         if list(labels) != list(spec.labels):
-            raise ContractError(
-                f"model's 'labels' {labels} disagree with its spec {list(spec.labels)}"
-            )
+            raise ContractError(f"model's 'labels' {labels} disagree with its spec {list(spec.labels)}")
         return spec
 
 

@@ -117,9 +117,7 @@ def load_folder_split(
     return Split(x, y, tuple(labels), str(folder), skipped)
 
 
-def load_csv_split(
-    path: Path, split: str, size_hw: tuple[int, int] = (48, 48), limit: int | None = None
-) -> Split:
+def load_csv_split(path: Path, split: str, size_hw: tuple[int, int] = (48, 48), limit: int | None = None) -> Split:
     """Read one split of the original ``fer2013.csv`` and map its labels to the canonical order.
 
     Args:
@@ -151,9 +149,18 @@ def load_csv_split(
                 label = int(row[0])
                 pixels = np.array(row[1].split(), dtype=np.int64)
             except ValueError:
-                raise UserError(f"{path}:{line_no} is malformed: emotion must be an int, pixels space-separated 0-255") from None
-            if not 0 <= label < len(FER2013_CSV_LABELS) or pixels.size != n_pixels or pixels.min() < 0 or pixels.max() > 255:
-                raise UserError(f"{path}:{line_no} has emotion {label} or {pixels.size} pixels: expected 0-6 and {n_pixels}")
+                raise UserError(
+                    f"{path}:{line_no} is malformed: emotion must be an int, pixels space-separated 0-255"
+                ) from None
+            if (
+                not 0 <= label < len(FER2013_CSV_LABELS)
+                or pixels.size != n_pixels
+                or pixels.min() < 0
+                or pixels.max() > 255
+            ):
+                raise UserError(
+                    f"{path}:{line_no} has emotion {label} or {pixels.size} pixels: expected 0-6 and {n_pixels}"
+                )
             xs.append(pixels.astype(np.uint8).reshape(size_hw))
             ys.append(int(remap[label]))
             if limit is not None and len(ys) >= limit:

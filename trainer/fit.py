@@ -43,6 +43,7 @@ class FitConfig:
     seed: int = 1337  # seeds the split, shuffling, augmentation and weights
     mixed_precision: bool = False  # float16 compute on GPU
     limit_per_class: int | None = None  # read at most this many faces per class (quick runs)
+    init_from: str | None = None  # start from this .keras model's weights (fine-tuning), else random
     tensorboard: bool = False  # write TensorBoard logs to <out>/tensorboard
     cpu_replicas: int = 1  # >1: split the CPU into logical devices and mirror over them (tests)
 
@@ -50,7 +51,9 @@ class FitConfig:
 def _parser() -> ArgumentParser:
     d = FitConfig()
     p = ArgumentParser(prog="trainer-fit", description="Train the documented emotion CNN on FER2013.")
-    p.add_argument("--data", type=str, help="FER2013 folder with train/ and test/, or fer2013.csv (required unless --resume)")
+    p.add_argument(
+        "--data", type=str, help="FER2013 folder with train/ and test/, or fer2013.csv (required unless --resume)"
+    )
     p.add_argument("--out", default=d.out, help="run folder for checkpoints, logs and report")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--epochs", type=int, default=d.epochs, help="number of epochs")
@@ -62,13 +65,18 @@ def _parser() -> ArgumentParser:
     p.add_argument("--shift", type=float, default=d.shift, help="augmentation: max shift (fraction)")
     p.add_argument("--rotate-deg", type=float, default=d.rotate_deg, help="augmentation: max rotation (degrees)")
     p.add_argument("--zoom", type=float, default=d.zoom, help="augmentation: max zoom (fraction)")
-    p.add_argument("--class-weights", choices=["none", "sqrt", "balanced"], default=d.class_weights,
-                   help="weight the loss per class by inverse frequency (sqrt: milder)")
+    p.add_argument(
+        "--class-weights",
+        choices=["none", "sqrt", "balanced"],
+        default=d.class_weights,
+        help="weight the loss per class by inverse frequency (sqrt: milder)",
+    )
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="label smoothing")
     p.add_argument("--val-fraction", type=float, default=d.val_fraction, help="validation fraction of train")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed")
     p.add_argument("--mixed-precision", action="store_true", help="float16 compute (GPU only)")
     p.add_argument("--limit-per-class", type=int, default=None, help="read at most N faces per class (quick runs)")
+    p.add_argument("--init-from", default=None, help="start from the weights of this .keras model (fine-tuning)")
     p.add_argument("--tensorboard", action="store_true", help="write TensorBoard logs")
     p.add_argument("--cpu-replicas", type=int, default=d.cpu_replicas, help="mirror over N logical CPUs (testing)")
     return p
@@ -112,8 +120,7 @@ def make_strategy(cpu_replicas: int):  # noqa: ANN201
     return tf.distribute.get_strategy()
 
 
-def make_dataset(x: np.ndarray, y: np.ndarray, k: int, cfg: FitConfig, training: bool,
-                 replicas: int = 1):  # noqa: ANN201
+def make_dataset(x: np.ndarray, y: np.ndarray, k: int, cfg: FitConfig, training: bool, replicas: int = 1):  # noqa: ANN201
     """A cached, shuffled (training), augmented (training), prefetched ``tf.data`` pipeline.
 
     With several replicas every batch is whole and divisible by the replica count (TF cannot
@@ -128,7 +135,9 @@ def make_dataset(x: np.ndarray, y: np.ndarray, k: int, cfg: FitConfig, training:
     batch = cfg.batch_size
     if replicas > 1:
         batch = max(replicas, min(batch, len(y)) // replicas * replicas)
-    ds = ds.batch(batch, drop_remainder=replicas > 1).map(lambda a, b: (tf.cast(a, tf.float32), b), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch, drop_remainder=replicas > 1).map(
+        lambda a, b: (tf.cast(a, tf.float32), b), num_parallel_calls=tf.data.AUTOTUNE
+    )
     if training and cfg.augment:
         aug = keras.Sequential(
             [
@@ -139,8 +148,9 @@ def make_dataset(x: np.ndarray, y: np.ndarray, k: int, cfg: FitConfig, training:
             ],
             name="augment",
         )
-        ds = ds.map(lambda a, b: (tf.clip_by_value(aug(a, training=True), 0.0, 255.0), b),
-                    num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(
+            lambda a, b: (tf.clip_by_value(aug(a, training=True), 0.0, 255.0), b), num_parallel_calls=tf.data.AUTOTUNE
+        )
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -254,8 +264,11 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
     spec = ModelSpec(labels=full.labels)
     tr_idx, va_idx = stratified_split(full.y, cfg.val_fraction, cfg.seed)
     train, val = full.take(tr_idx), full.take(va_idx)
-    print(f"data: {len(train)} train / {len(val)} val / {len(test)} test faces from {data} "
-          f"({time.perf_counter() - t0:.1f} s; skipped {full.skipped + test.skipped} unreadable)", file=sys.stderr)
+    print(
+        f"data: {len(train)} train / {len(val)} val / {len(test)} test faces from {data} "
+        f"({time.perf_counter() - t0:.1f} s; skipped {full.skipped + test.skipped} unreadable)",
+        file=sys.stderr,
+    )
 
     files.state.parent.mkdir(parents=True, exist_ok=True)
     print(f"run folder: {files.out.resolve()}", file=sys.stderr)
@@ -280,21 +293,29 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
             from trainer.model import build_model
 
             model = build_model(spec)
+            if cfg.init_from:
+                from trainer.model import load_model, read_spec
+
+                if read_spec(Path(cfg.init_from)) != spec:
+                    raise UserError(f"--init-from {cfg.init_from} has another model spec (labels or input)")
+                model.set_weights(load_model(Path(cfg.init_from)).get_weights())
+                print(f"starting from the weights of {cfg.init_from}", file=sys.stderr)
             model.compile(
                 optimizer=make_optimizer(cfg, steps),
                 loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
                 metrics=["accuracy"],
             )
-    print(f"devices: {strategy.num_replicas_in_sync} replica(s); GPUs: {len(tf.config.list_physical_devices('GPU'))}",
-          file=sys.stderr)
+    print(
+        f"devices: {strategy.num_replicas_in_sync} replica(s); GPUs: {len(tf.config.list_physical_devices('GPU'))}",
+        file=sys.stderr,
+    )
     callbacks = [_make_checkpoint_callback(files, spec, state, cfg)]
     if cfg.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(files.out / "tensorboard")))
     if state["epoch"] < cfg.epochs:
         model.fit(
             make_dataset(train.x, train.y, k, cfg, training=True, replicas=strategy.num_replicas_in_sync),
-            validation_data=make_dataset(val.x, val.y, k, cfg, training=False,
-                                         replicas=strategy.num_replicas_in_sync),
+            validation_data=make_dataset(val.x, val.y, k, cfg, training=False, replicas=strategy.num_replicas_in_sync),
             epochs=cfg.epochs,
             initial_epoch=state["epoch"],
             class_weight=class_weight_map(train.y, k, cfg.class_weights),
@@ -308,11 +329,18 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
     plot_history(files.history, files.curves)
     best = load_model(files.best)
     report = evaluate_model(best, test, files.out, "test")
-    report.update({"model": "best.keras", "best_epoch": state["best_epoch"],
-                   "best_val_accuracy": state["best_val_accuracy"],
-                   "epochs": state["epoch"], "mean_epoch_seconds": round(float(np.mean(
-                       [r["seconds"] for r in state["history"]] or [0])), 1),
-                   "train_faces": len(train), "val_faces": len(val), "test_faces": len(test)})
+    report.update(
+        {
+            "model": "best.keras",
+            "best_epoch": state["best_epoch"],
+            "best_val_accuracy": state["best_val_accuracy"],
+            "epochs": state["epoch"],
+            "mean_epoch_seconds": round(float(np.mean([r["seconds"] for r in state["history"]] or [0])), 1),
+            "train_faces": len(train),
+            "val_faces": len(val),
+            "test_faces": len(test),
+        }
+    )
     _write_json(files.out / "metrics.json", report)
     print(format_report(report))
     print(f"wrote {files.best}, {files.final}, {files.out / 'metrics.json'} and plots", file=sys.stderr)
@@ -338,8 +366,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         fit(cfg, resume=args.resume)
     except KeyboardInterrupt:
-        raise UserError(f"interrupted; checkpoints are intact: continue with trainer-fit --out {cfg.out} --resume",
-                        exit_code=130) from None
+        raise UserError(
+            f"interrupted; checkpoints are intact: continue with trainer-fit --out {cfg.out} --resume", exit_code=130
+        ) from None
     return 0
 
 

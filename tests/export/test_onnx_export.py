@@ -133,3 +133,25 @@ def test_broken_input_is_refused(tiny_run: Path, tmp_path: Path, model: str, out
     assert_user_error(proc, 2, needle)
     assert not out.exists()
     assert not [p for p in tmp_path.glob(".*") if p.suffix == ".onnx"]
+
+
+def test_tta_flip_averages_the_mirror_image(tiny_run: Path, fer_dir: Path, tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    from trainer.data import load_folder_split
+    from trainer.model import load_model
+
+    out = tmp_path / "tta.onnx"
+    proc = run_cli("export", str(tiny_run / "best.keras"), "--output", str(out), "--tta-flip",
+                   "--verify-dir", str(fer_dir / "test"), "--verify-count", "70")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    meta = {p.key: p.value for p in onnx.load(out).metadata_props}
+    assert meta["test_time_augmentation"] == "hflip-mean" and meta["forward_passes"] == "2"
+    faces = load_folder_split(fer_dir / "test", limit_per_class=5, seed=4).x.astype(np.float32)
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    probs = sess.run(None, {"pixels": faces})[0]
+    mirrored = sess.run(None, {"pixels": np.ascontiguousarray(faces[:, :, ::-1])})[0]
+    np.testing.assert_allclose(probs, mirrored, atol=1e-5)  # a face and its mirror image agree
+    model = load_model(tiny_run / "best.keras")
+    want = (np.asarray(model(faces, training=False)) + np.asarray(model(faces[:, :, ::-1], training=False))) / 2
+    np.testing.assert_allclose(probs, want, atol=1e-4)
