@@ -147,10 +147,27 @@ def evaluate_model(model, split, out_dir: Path | None = None, name: str = "test"
     return report
 
 
+class OnnxModel:
+    """An exported ONNX model behind the ``predict`` call that :func:`evaluate_model` uses."""
+
+    def __init__(self, path: Path) -> None:
+        from runtime.classifier import EmotionClassifier
+
+        self.classifier = EmotionClassifier(path, provider="cpu")
+        self.spec = self.classifier.spec
+
+    def predict(self, x: np.ndarray, batch_size: int = 256, verbose: int = 0) -> np.ndarray:
+        """Class probabilities of raw-pixel faces, in batches."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        return np.concatenate([self.classifier.predict(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """trainer-eval: evaluate a saved model on a FER2013 split."""
-    parser = ArgumentParser(prog="trainer-eval", description="Evaluate a saved .keras model on a FER2013 split.")
-    parser.add_argument("model", type=Path, help="a .keras model saved by trainer-fit")
+    parser = ArgumentParser(
+        prog="trainer-eval", description="Evaluate a saved .keras or exported .onnx model on a FER2013 split."
+    )
+    parser.add_argument("model", type=Path, help="a .keras model saved by trainer-fit, or an .onnx from export-onnx")
     parser.add_argument("data", type=Path, help="FER2013 folder (with train/ and test/) or fer2013.csv")
     parser.add_argument("--split", default="test", choices=["train", "test", "private"], help="split to evaluate")
     parser.add_argument("--out", type=Path, default=None, help="folder for metrics.json and confusion_matrix.png")
@@ -158,13 +175,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from trainer.data import load_split
     from trainer.model import load_model, read_spec
 
-    spec = read_spec(args.model)
+    onnx_model = OnnxModel(args.model) if args.model.suffix.lower() == ".onnx" else None
+    spec = onnx_model.spec if onnx_model is not None else read_spec(args.model)
     if args.out is not None and not args.out.is_dir():
         raise UserError(f"output folder {args.out} does not exist: create it first")
     split = load_split(args.data, args.split)
     if tuple(split.labels) != spec.labels:
         raise UserError(f"model labels {list(spec.labels)} differ from the data's {list(split.labels)}")
-    model = load_model(args.model)
+    model = onnx_model if onnx_model is not None else load_model(args.model)
     report = evaluate_model(model, split, args.out, args.split)
     print(format_report(report))
     if args.out is not None:
