@@ -170,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import cv2
 
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # our errors say what went wrong
     display = _has_display()
     source_name = args.source
     if source_name == AUTO:
