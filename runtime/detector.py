@@ -83,7 +83,7 @@ class HaarDetector:
         xyxy = np.round(np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1))
         return Faces(clip_xyxy(xyxy, (w, h)))
 
-    def detect_near(self, gray: np.ndarray, xyxy: np.ndarray, grow: float = 0.5, face_px: int = 36) -> Faces:
+    def detect_near(self, gray: np.ndarray, xyxy: np.ndarray, grow: float = 0.5, face_px: int = 48) -> Faces:
         """Re-find known faces by searching only around each of their boxes.
 
         Each region is the box grown by ``grow`` of its side on every side, scaled so that the
