@@ -353,18 +353,11 @@ def bench_providers(provider: str) -> list[str]:
 
 def _plain_session(path: Path, provider: str, threads: int) -> Callable[[np.ndarray], np.ndarray]:
     """A session with the runtime's options, for a variant whose metadata lacks the model contract."""
-    import onnxruntime as ort
+    from runtime.classifier import CPU, CUDA, open_session
 
-    from runtime.classifier import CPU, CUDA
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
     providers = [CUDA, CPU] if provider == "cuda" else [CPU]
     try:
-        session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        session = open_session(str(path), providers, threads)
     except Exception as exc:  # onnxruntime's own exception types for a bad file
         raise UserError(f"{path} does not load in onnxruntime: {str(exc).strip()[:160]}") from None
     if provider == "cuda" and CUDA not in session.get_providers():

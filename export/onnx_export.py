@@ -163,14 +163,10 @@ def provenance(model_path: Path, opset: int, variant: str, tta_flip: bool = Fals
 
 
 def ort_session(path_or_bytes, threads: int = 0):  # noqa: ANN001, ANN201
-    """A CPU onnxruntime session with full graph optimisation."""
-    import onnxruntime as ort
+    """A CPU onnxruntime session with the runtime's options."""
+    from runtime.classifier import CPU, open_session
 
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    return ort.InferenceSession(path_or_bytes, sess_options=opts, providers=["CPUExecutionProvider"])
+    return open_session(path_or_bytes, [CPU], threads)
 
 
 def run_onnx(session, x: np.ndarray, batch: int = 256) -> np.ndarray:  # noqa: ANN001

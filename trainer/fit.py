@@ -20,6 +20,7 @@ import numpy as np
 
 from runtime.cli_support import ArgumentParser, UserError, atomic_path, run_main
 from runtime.contract import ModelSpec
+from trainer.model import build_model, load_model, read_spec, save_model
 
 
 @dataclass
@@ -228,11 +229,7 @@ def _make_checkpoint_callback(files: RunFiles, spec: ModelSpec, state: dict, cfg
             if row["val_accuracy"] > state["best_val_accuracy"]:
                 state["best_val_accuracy"] = row["val_accuracy"]
                 state["best_epoch"] = epoch + 1
-                from trainer.model import save_model
-
                 save_model(self.model, files.best, spec, extra)
-            from trainer.model import save_model
-
             save_model(self.model, files.last, spec, extra)
             state["epoch"] = epoch + 1
             _write_history(files.history, state["history"])
@@ -285,17 +282,11 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
     steps = int(np.ceil(len(train) / cfg.batch_size))
     with strategy.scope():
         if resume:
-            from trainer.model import load_model
-
             model = load_model(files.last, compile=True)
             print(f"resuming at epoch {state['epoch'] + 1}/{cfg.epochs} from {files.last}", file=sys.stderr)
         else:
-            from trainer.model import build_model
-
             model = build_model(spec)
             if cfg.init_from:
-                from trainer.model import load_model, read_spec
-
                 if read_spec(Path(cfg.init_from)) != spec:
                     raise UserError(f"--init-from {cfg.init_from} has another model spec (labels or input)")
                 model.set_weights(load_model(Path(cfg.init_from)).get_weights())
@@ -323,7 +314,6 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
             verbose=1 if sys.stderr.isatty() else 2,
         )
     from trainer.evaluate import evaluate_model, format_report, plot_history
-    from trainer.model import load_model, save_model
 
     save_model(model, files.final, spec, {"epoch": state["epoch"], "config": dataclasses.asdict(cfg)})
     plot_history(files.history, files.curves)
