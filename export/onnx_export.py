@@ -30,6 +30,12 @@ OPSET = 17  # onnxruntime >= 1.14 runs it everywhere; tf2onnx 1.16+ writes it
 INPUT_NAME = "pixels"  # stable graph input name: raw 0-255 grayscale faces, NHWC
 OUTPUT_NAME = "probs"  # stable graph output name: class probabilities
 FP32_ATOL = 1e-4  # max |keras - onnx| accepted for the fp32 export
+TTA_VIEWS = {  # test-time augmentation choices: the views of each face whose probabilities are averaged
+    "none": 1,  # the face only
+    "flip": 2,  # the face and its mirror image
+    "flip-zoom": 6,  # the face zoomed in, as is and zoomed out, each also mirrored
+}
+ZOOM_PX = 2  # zoom views crop or pad this many pixels per side of the 48-pixel face, then resize back
 FP16_MIN_AGREEMENT = 0.99  # argmax agreement with fp32 a float16 variant must reach
 INT8_MIN_AGREEMENT = 0.95  # argmax agreement with fp32 an INT8 variant must reach
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -66,24 +72,47 @@ def load_faces(folder: Path | None, count: int, spec: ModelSpec, seed: int, what
     return FaceSet(rng.integers(0, 256, (count, *spec.input_shape)).astype(np.float32), None, "random")
 
 
-def forward(model, pixels, tta_flip: bool):  # noqa: ANN001, ANN201
-    """The exported computation: the network, or the mean of it on the face and its mirror image.
+def tta_views(pixels, tta: str) -> list:  # noqa: ANN001
+    """The views of each face that ``tta`` averages over (see :data:`TTA_VIEWS`), as TF ops.
 
-    Works on numpy arrays (Keras reference) and on TF tensors (inside the exported graph).
+    ``zoom`` adds a zoom-in (crop :data:`ZOOM_PX` pixels per side, resize back) and a zoom-out
+    (repeat the edge pixels :data:`ZOOM_PX` times per side, resize back): about x1.09 and x0.92.
     """
     import tensorflow as tf
 
-    probs = model(pixels, training=False)
-    if tta_flip:
-        probs = (probs + model(tf.reverse(pixels, axis=[2]), training=False)) / 2.0
-    return probs
+    if tta not in TTA_VIEWS:
+        raise UserError(f"--tta {tta} is unknown: choose one of {', '.join(TTA_VIEWS)}")
+    views = [tf.convert_to_tensor(pixels)]
+    if "zoom" in tta:
+        p, size_hw = ZOOM_PX, tuple(views[0].shape[1:3])
+        rows = tf.concat([views[0][:, :1]] * p + [views[0]] + [views[0][:, -1:]] * p, axis=1)
+        padded = tf.concat([rows[:, :, :1]] * p + [rows] + [rows[:, :, -1:]] * p, axis=2)
+        views += [tf.image.resize(views[0][:, p:-p, p:-p], size_hw), tf.image.resize(padded, size_hw)]
+    if "flip" in tta:
+        views += [tf.reverse(v, axis=[2]) for v in views]
+    return views
 
 
-def convert(model, spec: ModelSpec, opset: int = OPSET, tta_flip: bool = False):  # noqa: ANN001, ANN201
+def forward(model, pixels, tta: str = "none"):  # noqa: ANN001, ANN201
+    """The exported computation: the network, or its mean probabilities over the ``tta`` views.
+
+    All views go through the network as one batch. Works on numpy arrays (Keras reference) and
+    on TF tensors (inside the exported graph).
+    """
+    import tensorflow as tf
+
+    views = tta_views(pixels, tta)
+    if len(views) == 1:
+        return model(views[0], training=False)
+    probs = model(tf.concat(views, axis=0), training=False)
+    return tf.reduce_mean(tf.reshape(probs, (len(views), -1, probs.shape[-1])), axis=0)
+
+
+def convert(model, spec: ModelSpec, opset: int = OPSET, tta: str = "none"):  # noqa: ANN001, ANN201
     """Convert a Keras model to an ``onnx.ModelProto`` with stable names and a dynamic batch.
 
-    With ``tta_flip`` the graph averages the probabilities of each face and its mirror image
-    (horizontal-flip test-time augmentation): two forward passes per face, in one graph.
+    With ``tta`` other than ``none`` the graph averages the probabilities over several views of
+    each face (test-time augmentation; :data:`TTA_VIEWS` network passes per face, in one graph).
     """
     import onnx
     import tensorflow as tf
@@ -93,7 +122,7 @@ def convert(model, spec: ModelSpec, opset: int = OPSET, tta_flip: bool = False):
 
     @tf.function(input_signature=signature)
     def serve(pixels):  # noqa: ANN001, ANN202
-        return {OUTPUT_NAME: forward(model, pixels, tta_flip)}
+        return {OUTPUT_NAME: forward(model, pixels, tta)}
 
     proto, _ = tf2onnx.convert.from_function(serve, input_signature=signature, opset=opset)
     graph = proto.graph
@@ -124,7 +153,7 @@ def set_metadata(proto, entries: dict[str, str]) -> None:  # noqa: ANN001
         proto.metadata_props.add(key=key, value=value)
 
 
-def provenance(model_path: Path, opset: int, variant: str, tta_flip: bool = False) -> dict[str, str]:
+def provenance(model_path: Path, opset: int, variant: str, tta: str = "none") -> dict[str, str]:
     """Source hash, training data and accuracy (from the run folder), export time, tool versions."""
     import keras
     import onnx
@@ -135,8 +164,8 @@ def provenance(model_path: Path, opset: int, variant: str, tta_flip: bool = Fals
     meta = {
         "variant": variant,
         "opset": str(opset),
-        "test_time_augmentation": "hflip-mean" if tta_flip else "none",
-        "forward_passes": "2" if tta_flip else "1",  # network evaluations per face
+        "test_time_augmentation": tta,  # see export.onnx_export.TTA_VIEWS
+        "forward_passes": str(TTA_VIEWS[tta]),  # network evaluations per face
         "source_model": model_path.name,
         "source_sha256": hashlib.sha256(model_path.read_bytes()).hexdigest(),
         "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -250,12 +279,14 @@ def export(
     calib_dir: Path | None = None,
     calib_count: int = 700,
     seed: int = 0,
-    tta_flip: bool = False,
+    tta: str = "none",
 ) -> dict:
     """Export, describe and verify; returns the report. Raises :class:`UserError` on failure."""
     from trainer.model import load_model, read_spec
 
     model_path, output = Path(model_path), Path(output)
+    if tta not in TTA_VIEWS:
+        raise UserError(f"--tta {tta} is unknown: choose one of {', '.join(TTA_VIEWS)}")
     if not model_path.is_file():
         raise UserError(f"model {model_path} does not exist: give a .keras file from trainer-fit")
     check_output_path(output, "output")
@@ -280,15 +311,15 @@ def export(
         )
 
     t0 = time.perf_counter()
-    proto = convert(model, spec, opset, tta_flip)
-    set_metadata(proto, {**spec.to_metadata(), **provenance(model_path, opset, "fp32", tta_flip)})
+    proto = convert(model, spec, opset, tta)
+    set_metadata(proto, {**spec.to_metadata(), **provenance(model_path, opset, "fp32", tta)})
     import onnx
 
     onnx.checker.check_model(proto, full_check=True)
 
     faces = load_faces(verify_dir, verify_count, spec, seed, "verification")
     keras_probs = np.concatenate(
-        [np.asarray(forward(model, faces.x[i : i + 256], tta_flip)) for i in range(0, len(faces.x), 256)]
+        [np.asarray(forward(model, faces.x[i : i + 256], tta)) for i in range(0, len(faces.x), 256)]
     )
     fp32_session = ort_session(proto.SerializeToString())
     fp32_probs = run_onnx(fp32_session, faces.x)
@@ -299,7 +330,7 @@ def export(
         "verify_faces": len(faces.x),
         "opset": opset,
         "labels": list(spec.labels),
-        "tta_flip": tta_flip,
+        "tta": tta,
     }
     ok = fp32["max_abs_diff"] <= FP32_ATOL and fp32["argmax_agreement"] == 1.0
     report["fp32"] = {
@@ -323,7 +354,7 @@ def export(
     if fp16:
         path = output.with_name(output.stem + ".fp16.onnx")
         half = to_fp16(proto)
-        set_metadata(half, provenance(model_path, opset, "fp16", tta_flip))
+        set_metadata(half, provenance(model_path, opset, "fp16", tta))
         with atomic_path(path) as tmp:
             onnx.save(half, tmp)
         variants.append(("fp16", path, FP16_MIN_AGREEMENT))
@@ -333,7 +364,7 @@ def export(
         with atomic_path(path) as tmp:
             to_int8(output, tmp, calib.x)
             q = onnx.load(tmp)
-            set_metadata(q, provenance(model_path, opset, "int8", tta_flip))
+            set_metadata(q, provenance(model_path, opset, "int8", tta))
             onnx.save(q, tmp)
         report["int8_calibration"] = {"faces": len(calib.x), "source": calib.source}
         variants.append(("int8", path, INT8_MIN_AGREEMENT))
@@ -412,10 +443,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--calib-count", type=int, default=700, help="faces used for INT8 calibration")
     p.add_argument("--seed", type=int, default=0, help="seed of the face samples")
     p.add_argument(
-        "--tta-flip",
-        action="store_true",
-        help="average each face with its mirror image inside the graph (2 passes per face)",
+        "--tta",
+        choices=list(TTA_VIEWS),
+        default="none",
+        help="test-time augmentation inside the graph: flip = 2 passes per face, flip-zoom = 6",
     )
+    p.add_argument("--tta-flip", dest="tta", action="store_const", const="flip", help="same as --tta flip")
     args = p.parse_args(argv)
     if args.verify_count < 7 or args.calib_count < 7:
         raise UserError("--verify-count and --calib-count must be at least 7")
@@ -432,7 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.calib_dir,
         args.calib_count,
         args.seed,
-        args.tta_flip,
+        args.tta,
     )
     print(format_report(report), file=sys.stderr)
     print(json.dumps({k: report[k] for k in ("fp32", "fp16", "int8") if k in report}))

@@ -141,6 +141,7 @@ def evaluate_model(model, split, out_dir: Path | None = None, name: str = "test"
     report["skipped_unreadable"] = split.skipped
     if out_dir is not None:
         out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(out_dir / "metrics.json") as tmp:
             tmp.write_text(json.dumps(report, indent=2))
         plot_confusion(report, out_dir / "confusion_matrix.png", f"{name}: accuracy {report['accuracy']:.3f}")

@@ -47,6 +47,7 @@ class FitConfig:
     init_from: str | None = None  # start from this .keras model's weights (fine-tuning), else random
     tensorboard: bool = False  # write TensorBoard logs to <out>/tensorboard
     cpu_replicas: int = 1  # >1: split the CPU into logical devices and mirror over them (tests)
+    test_eval: bool = True  # score best.keras on the test split at the end (off while choosing a recipe)
 
 
 def _parser() -> ArgumentParser:
@@ -80,6 +81,12 @@ def _parser() -> ArgumentParser:
     p.add_argument("--init-from", default=None, help="start from the weights of this .keras model (fine-tuning)")
     p.add_argument("--tensorboard", action="store_true", help="write TensorBoard logs")
     p.add_argument("--cpu-replicas", type=int, default=d.cpu_replicas, help="mirror over N logical CPUs (testing)")
+    p.add_argument(
+        "--no-test-eval",
+        dest="test_eval",
+        action="store_false",
+        help="report on the validation split only: use while choosing a recipe, so the test split stays unseen",
+    )
     return p
 
 
@@ -92,6 +99,8 @@ def _validate(cfg: FitConfig) -> None:
         raise UserError(f"--val-fraction {cfg.val_fraction} is out of range: use (0, 0.5)")
     if cfg.cpu_replicas < 1:
         raise UserError("--cpu-replicas must be at least 1")
+    if min(cfg.shift, cfg.rotate_deg, cfg.zoom) < 0:
+        raise UserError("--shift, --rotate-deg and --zoom must be 0 (off) or more")
     if cfg.limit_per_class is not None and cfg.limit_per_class < 2:
         raise UserError("--limit-per-class must be at least 2")
 
@@ -140,15 +149,14 @@ def make_dataset(x: np.ndarray, y: np.ndarray, k: int, cfg: FitConfig, training:
         lambda a, b: (tf.cast(a, tf.float32), b), num_parallel_calls=tf.data.AUTOTUNE
     )
     if training and cfg.augment:
-        aug = keras.Sequential(
-            [
-                keras.layers.RandomFlip("horizontal", seed=cfg.seed),
-                keras.layers.RandomTranslation(cfg.shift, cfg.shift, fill_mode="nearest", seed=cfg.seed + 1),
-                keras.layers.RandomRotation(cfg.rotate_deg / 360.0, fill_mode="nearest", seed=cfg.seed + 2),
-                keras.layers.RandomZoom(cfg.zoom, fill_mode="nearest", seed=cfg.seed + 3),
-            ],
-            name="augment",
-        )
+        layers = [keras.layers.RandomFlip("horizontal", seed=cfg.seed)]
+        if cfg.shift > 0:
+            layers.append(keras.layers.RandomTranslation(cfg.shift, cfg.shift, fill_mode="nearest", seed=cfg.seed + 1))
+        if cfg.rotate_deg > 0:
+            layers.append(keras.layers.RandomRotation(cfg.rotate_deg / 360.0, fill_mode="nearest", seed=cfg.seed + 2))
+        if cfg.zoom > 0:
+            layers.append(keras.layers.RandomZoom(cfg.zoom, fill_mode="nearest", seed=cfg.seed + 3))
+        aug = keras.Sequential(layers, name="augment")
         ds = ds.map(
             lambda a, b: (tf.clip_by_value(aug(a, training=True), 0.0, 255.0), b), num_parallel_calls=tf.data.AUTOTUNE
         )
@@ -318,7 +326,12 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
     save_model(model, files.final, spec, {"epoch": state["epoch"], "config": dataclasses.asdict(cfg)})
     plot_history(files.history, files.curves)
     best = load_model(files.best)
-    report = evaluate_model(best, test, files.out, "test")
+    val_report = evaluate_model(best, val, files.out / "val", "val")
+    if cfg.test_eval:
+        report = evaluate_model(best, test, files.out, "test")
+        report["val"] = {key: val_report[key] for key in ("accuracy", "macro_f1", "per_class")}
+    else:
+        report = val_report
     report.update(
         {
             "model": "best.keras",

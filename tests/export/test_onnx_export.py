@@ -146,7 +146,7 @@ def test_tta_flip_averages_the_mirror_image(tiny_run: Path, fer_dir: Path, tmp_p
                    "--verify-dir", str(fer_dir / "test"), "--verify-count", "70")
     assert proc.returncode == 0, proc.stderr[-3000:]
     meta = {p.key: p.value for p in onnx.load(out).metadata_props}
-    assert meta["test_time_augmentation"] == "hflip-mean" and meta["forward_passes"] == "2"
+    assert meta["test_time_augmentation"] == "flip" and meta["forward_passes"] == "2"
     faces = load_folder_split(fer_dir / "test", limit_per_class=5, seed=4).x.astype(np.float32)
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     probs = sess.run(None, {"pixels": faces})[0]
@@ -155,3 +155,35 @@ def test_tta_flip_averages_the_mirror_image(tiny_run: Path, fer_dir: Path, tmp_p
     model = load_model(tiny_run / "best.keras")
     want = (np.asarray(model(faces, training=False)) + np.asarray(model(faces[:, :, ::-1], training=False))) / 2
     np.testing.assert_allclose(probs, want, atol=1e-4)
+
+
+def test_tta_flip_zoom_matches_six_views_made_with_opencv(tiny_run: Path, fer_dir: Path, tmp_path: Path) -> None:
+    import cv2
+    import onnxruntime as ort
+
+    from trainer.data import load_folder_split
+    from trainer.model import load_model
+
+    out = tmp_path / "tta6.onnx"
+    proc = run_cli("export", str(tiny_run / "best.keras"), "--output", str(out), "--tta", "flip-zoom",
+                   "--verify-dir", str(fer_dir / "test"), "--verify-count", "70")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    meta = {p.key: p.value for p in onnx.load(out).metadata_props}
+    assert meta["test_time_augmentation"] == "flip-zoom" and meta["forward_passes"] == "6"
+    faces = load_folder_split(fer_dir / "test", limit_per_class=5, seed=5).x.astype(np.float32)
+    probs = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"pixels": faces})[0]
+
+    def resized(img: np.ndarray) -> np.ndarray:
+        return cv2.resize(img, (48, 48), interpolation=cv2.INTER_LINEAR)[..., None]
+
+    views = []
+    for face in faces[..., 0]:
+        zoom_in = resized(face[2:-2, 2:-2])
+        zoom_out = resized(cv2.copyMakeBorder(face, 2, 2, 2, 2, cv2.BORDER_REPLICATE))
+        views.append([face[..., None], zoom_in, zoom_out])
+    stack = np.array(views).transpose(1, 0, 2, 3, 4)  # (3 views, N, 48, 48, 1)
+    stack = np.concatenate([stack, stack[:, :, :, ::-1]])  # and their mirror images
+    model = load_model(tiny_run / "best.keras")
+    want = np.mean([np.asarray(model(v, training=False)) for v in stack], axis=0)
+    np.testing.assert_allclose(probs, want, atol=1e-4)
+    assert not np.allclose(probs, np.asarray(model(faces, training=False)), atol=1e-3)  # the views matter

@@ -35,6 +35,8 @@ def test_run_produces_every_artefact(tiny_run: Path) -> None:
         "angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"}
     assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["epochs"] == 2
     assert sum(map(sum, metrics["confusion"])) == 175
+    assert metrics["split"] == "test" and set(metrics["val"]["per_class"]) == set(metrics["per_class"])
+    assert (tiny_run / "val" / "confusion_matrix.png").is_file()
     assert [int(r["epoch"]) for r in _history(tiny_run)] == [1, 2]
     config = json.loads((tiny_run / "config.json").read_text())
     assert config["labels"][0] == "angry" and config["epochs"] == 2
@@ -100,6 +102,16 @@ def test_mirrored_strategy_on_two_logical_cpus(fer_dir: Path, tmp_path: Path) ->
     assert "devices: 2 replica(s)" in proc.stderr
 
 
+def test_recipe_search_run_never_scores_the_test_split(fer_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    proc = run_cli("trainer", "--data", str(fer_dir), "--out", str(run), "--epochs", "1", "--limit-per-class", "20",
+                   "--no-test-eval", "--shift", "0", "--rotate-deg", "0", "--zoom", "0")  # flip-only augmentation
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["split"] == "val" and metrics["n"] == 14  # 10 % of 20 faces per class, 7 classes
+    assert "test" not in proc.stdout and not (run / "confusion_matrix.png").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
@@ -108,8 +120,9 @@ def test_mirrored_strategy_on_two_logical_cpus(fer_dir: Path, tmp_path: Path) ->
         ([], "--data is required"),
         (["--data", "{fer}", "--lr", "5"], "--lr"),
         (["--data", "{fer}", "--epochs", "many"], "invalid int"),
+        (["--data", "{fer}", "--shift", "-0.1"], "--shift"),
     ],
-    ids=["missing-data", "resume-without-run", "no-data", "bad-lr", "bad-epochs"],
+    ids=["missing-data", "resume-without-run", "no-data", "bad-lr", "bad-epochs", "negative-shift"],
 )
 def test_bad_input_is_one_line_exit_2(fer_dir: Path, tmp_path: Path, args: list[str], needle: str) -> None:
     args = [a.replace("{fer}", str(fer_dir)) for a in args]
