@@ -47,6 +47,7 @@ class FitConfig:
     init_from: str | None = None  # start from this .keras model's weights (fine-tuning), else random
     tensorboard: bool = False  # write TensorBoard logs to <out>/tensorboard
     cpu_replicas: int = 1  # >1: split the CPU into logical devices and mirror over them (tests)
+    swa_epochs: int = 0  # >0: also average the weights of the last N epochs into swa.keras (weight averaging)
     test_eval: bool = True  # score best.keras on the test split at the end (off while choosing a recipe)
 
 
@@ -82,6 +83,12 @@ def _parser() -> ArgumentParser:
     p.add_argument("--tensorboard", action="store_true", help="write TensorBoard logs")
     p.add_argument("--cpu-replicas", type=int, default=d.cpu_replicas, help="mirror over N logical CPUs (testing)")
     p.add_argument(
+        "--swa-epochs",
+        type=int,
+        default=d.swa_epochs,
+        help="also write swa.keras, the mean weights of the last N epochs (use with --schedule constant)",
+    )
+    p.add_argument(
         "--no-test-eval",
         dest="test_eval",
         action="store_false",
@@ -101,6 +108,8 @@ def _validate(cfg: FitConfig) -> None:
         raise UserError("--cpu-replicas must be at least 1")
     if min(cfg.shift, cfg.rotate_deg, cfg.zoom) < 0:
         raise UserError("--shift, --rotate-deg and --zoom must be 0 (off) or more")
+    if not 0 <= cfg.swa_epochs <= cfg.epochs:
+        raise UserError(f"--swa-epochs {cfg.swa_epochs} must be between 0 (off) and --epochs {cfg.epochs}")
     if cfg.limit_per_class is not None and cfg.limit_per_class < 2:
         raise UserError("--limit-per-class must be at least 2")
 
@@ -191,12 +200,24 @@ class RunFiles:
         self.last = self.out / "checkpoints" / "last.keras"
         self.best = self.out / "best.keras"
         self.final = self.out / "final.keras"
+        self.swa = self.out / "swa.keras"
+        self.swa_sum = self.out / "checkpoints" / "swa_sum.npz"
         self.history = self.out / "history.csv"
         self.curves = self.out / "training_curves.png"
 
     def remove_stale_temporaries(self) -> None:
         """Delete temporary files a killed run left behind (finished files are never touched)."""
-        finals = [self.config, self.state, self.last, self.best, self.final, self.history, self.curves]
+        finals = [
+            self.config,
+            self.state,
+            self.last,
+            self.best,
+            self.final,
+            self.swa,
+            self.swa_sum,
+            self.history,
+            self.curves,
+        ]
         for path in finals:
             for tmp in path.parent.glob(f".{path.name}.*"):
                 tmp.unlink(missing_ok=True)
@@ -211,6 +232,19 @@ def _write_history(path: Path, rows: list[dict]) -> None:
     keys = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join([",".join(keys)] + [",".join(str(r[k]) for k in keys) for r in rows]) + "\n")
+
+
+def _add_to_weight_sum(path: Path, weights: list[np.ndarray], epoch: int) -> None:
+    """Add one epoch's weights to the running sum in ``path`` (atomic; an epoch is added once)."""
+    total, count, last = [w.astype(np.float64) for w in weights], 1, epoch
+    if path.is_file():
+        with np.load(path) as saved:
+            if int(saved["epoch"]) >= epoch:  # already added before a kill and resume
+                return
+            total = [saved[f"w{i}"] + t for i, t in enumerate(total)]
+            count += int(saved["count"])
+    with atomic_path(path) as tmp, tmp.open("wb") as fh:
+        np.savez(fh, epoch=last, count=count, **{f"w{i}": t for i, t in enumerate(total)})
 
 
 def _make_checkpoint_callback(files: RunFiles, spec: ModelSpec, state: dict, cfg: FitConfig):  # noqa: ANN202
@@ -239,6 +273,8 @@ def _make_checkpoint_callback(files: RunFiles, spec: ModelSpec, state: dict, cfg
                 state["best_epoch"] = epoch + 1
                 save_model(self.model, files.best, spec, extra)
             save_model(self.model, files.last, spec, extra)
+            if epoch + 1 > cfg.epochs - cfg.swa_epochs:
+                _add_to_weight_sum(files.swa_sum, self.model.get_weights(), epoch + 1)
             state["epoch"] = epoch + 1
             _write_history(files.history, state["history"])
             _write_json(files.state, state)  # written last: it names a checkpoint that exists
@@ -325,6 +361,14 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
 
     save_model(model, files.final, spec, {"epoch": state["epoch"], "config": dataclasses.asdict(cfg)})
     plot_history(files.history, files.curves)
+    swa_val = None
+    if cfg.swa_epochs:
+        with np.load(files.swa_sum) as saved:
+            count = int(saved["count"])
+            model.set_weights([saved[f"w{i}"] / count for i in range(len(model.get_weights()))])
+        save_model(model, files.swa, spec, {"swa_of_epochs": count, "config": dataclasses.asdict(cfg)})
+        swa_val = evaluate_model(model, val)["accuracy"]
+        print(f"swa.keras: mean of the last {count} epochs, val accuracy {swa_val:.4f}", file=sys.stderr)
     best = load_model(files.best)
     val_report = evaluate_model(best, val, files.out / "val", "val")
     if cfg.test_eval:
@@ -337,6 +381,7 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
             "model": "best.keras",
             "best_epoch": state["best_epoch"],
             "best_val_accuracy": state["best_val_accuracy"],
+            "swa_val_accuracy": swa_val,
             "epochs": state["epoch"],
             "mean_epoch_seconds": round(float(np.mean([r["seconds"] for r in state["history"]] or [0])), 1),
             "train_faces": len(train),

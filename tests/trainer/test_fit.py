@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import ROOT, assert_user_error, run_cli
@@ -105,11 +106,32 @@ def test_mirrored_strategy_on_two_logical_cpus(fer_dir: Path, tmp_path: Path) ->
 def test_recipe_search_run_never_scores_the_test_split(fer_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     proc = run_cli("trainer", "--data", str(fer_dir), "--out", str(run), "--epochs", "1", "--limit-per-class", "20",
-                   "--no-test-eval", "--shift", "0", "--rotate-deg", "0", "--zoom", "0")  # flip-only augmentation
+                   "--no-test-eval", "--shift", "0", "--rotate-deg", "0", "--zoom", "0",  # flip-only augmentation
+                   "--swa-epochs", "1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["split"] == "val" and metrics["n"] == 14  # 10 % of 20 faces per class, 7 classes
     assert "test" not in proc.stdout and not (run / "confusion_matrix.png").exists()
+    assert 0.0 <= metrics["swa_val_accuracy"] <= 1.0
+
+    from trainer.model import load_model
+
+    swa, final = load_model(run / "swa.keras").get_weights(), load_model(run / "final.keras").get_weights()
+    assert all(np.allclose(a, b) for a, b in zip(swa, final, strict=True))  # the mean of one epoch is that epoch
+
+
+def test_weight_sum_adds_each_epoch_once(tmp_path: Path) -> None:
+    from trainer.fit import _add_to_weight_sum
+
+    path = tmp_path / "sum.npz"
+    _add_to_weight_sum(path, [np.ones((2, 3)), np.full(4, 2.0)], epoch=3)
+    _add_to_weight_sum(path, [np.full((2, 3), 3.0), np.zeros(4)], epoch=4)
+    _add_to_weight_sum(path, [np.full((2, 3), 50.0), np.zeros(4)], epoch=4)  # replayed after a resume: ignored
+    with np.load(path) as saved:
+        assert int(saved["count"]) == 2 and int(saved["epoch"]) == 4
+        np.testing.assert_allclose(saved["w0"], np.full((2, 3), 4.0))
+        np.testing.assert_allclose(saved["w1"], np.full(4, 2.0))
+    assert [p.name for p in tmp_path.iterdir()] == ["sum.npz"]  # no temporary left
 
 
 @pytest.mark.parametrize(
@@ -121,8 +143,9 @@ def test_recipe_search_run_never_scores_the_test_split(fer_dir: Path, tmp_path: 
         (["--data", "{fer}", "--lr", "5"], "--lr"),
         (["--data", "{fer}", "--epochs", "many"], "invalid int"),
         (["--data", "{fer}", "--shift", "-0.1"], "--shift"),
+        (["--data", "{fer}", "--epochs", "2", "--swa-epochs", "3"], "--swa-epochs"),
     ],
-    ids=["missing-data", "resume-without-run", "no-data", "bad-lr", "bad-epochs", "negative-shift"],
+    ids=["missing-data", "resume-without-run", "no-data", "bad-lr", "bad-epochs", "negative-shift", "swa-too-long"],
 )
 def test_bad_input_is_one_line_exit_2(fer_dir: Path, tmp_path: Path, args: list[str], needle: str) -> None:
     args = [a.replace("{fer}", str(fer_dir)) for a in args]
