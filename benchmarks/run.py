@@ -66,8 +66,8 @@ STAGE_KEYS = ("decode", *STAGES, "other")  # project stage shares: decode, detec
 def _flops_per_face(model: Path | None = None) -> int:
     """FLOPs per face: 2 x the documented multiply-adds (77.3 M) x the network passes per face.
 
-    A model exported with ``--tta-flip`` runs the network twice per face (its ``forward_passes``
-    metadata says so).
+    A model exported with test-time augmentation runs the network several times per face
+    (``--tta flip``: 2, ``--tta flip-zoom``: 6); its ``forward_passes`` metadata says how many.
     """
     from trainer.model import MULTIPLY_ADDS
 
