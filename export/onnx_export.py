@@ -184,10 +184,11 @@ def provenance(model_path: Path, opset: int, variant: str, tta: str = "none") ->
         cfg = json.loads((run / "config.json").read_text())
         meta["training_data"] = str(cfg.get("data", ""))
         meta["training_config"] = json.dumps(cfg, separators=(",", ":"))
-    if (run / "metrics.json").is_file():
+    if (run / "metrics.json").is_file():  # trainer-fit's report on the .keras model, without TTA
         m = json.loads((run / "metrics.json").read_text())
-        meta["test_accuracy"] = str(m.get("accuracy"))
-        meta["test_split"] = f"{m.get('source', '')} (n={m.get('n')})"
+        split = m.get("split", "test")  # "val" for a run made with --no-test-eval
+        meta[f"source_{split}_accuracy"] = str(m.get("accuracy"))
+        meta[f"source_{split}_split"] = f"{m.get('source', '')} (n={m.get('n')})"
     return meta
 
 

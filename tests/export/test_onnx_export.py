@@ -41,7 +41,7 @@ def test_metadata_round_trips_through_the_runtime(exported: tuple[Path, dict], t
     assert json.loads(meta["labels"]) == list(clf.labels)
     assert meta["opset"] == "17" and meta["variant"] == "fp32" and len(meta["source_sha256"]) == 64
     assert "tensorflow" in json.loads(meta["tool_versions"])
-    assert float(meta["test_accuracy"]) >= 0 and meta["training_data"].endswith("fer2013")
+    assert float(meta["source_test_accuracy"]) >= 0 and meta["training_data"].endswith("fer2013")
     onnx.checker.check_model(onnx.load(path), full_check=True)
 
 

@@ -32,7 +32,8 @@ def test_default_model_loads_with_its_contract() -> None:
     assert clf.labels == FER2013_LABELS
     assert clf.spec.input_shape == (48, 48, 1) and clf.spec.input_range == (0.0, 255.0)
     meta = clf.session.get_modelmeta().custom_metadata_map
-    assert meta["variant"] == "fp32" and float(meta["test_accuracy"]) >= 0.6
+    assert meta["variant"] == "fp32" and float(meta["source_val_accuracy"]) >= 0.6
+    assert meta["test_time_augmentation"] == "flip-zoom" and meta["forward_passes"] == "6"
 
 
 def test_default_model_accuracy_on_real_public_test_faces(public_test_sample) -> None:  # noqa: ANN001
