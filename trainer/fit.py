@@ -2,7 +2,9 @@
 
 A run folder holds everything: ``config.json``, ``checkpoints/last.keras`` (every epoch, with
 optimizer state), ``best.keras`` (best validation accuracy), ``final.keras``, ``history.csv``,
-``training_curves.png``, ``metrics.json`` and ``confusion_matrix.png`` (test split, best model).
+``training_curves.png``, ``metrics.json`` and ``confusion_matrix.png`` (test split, best model),
+``val/`` (the same report on the validation split) and, with ``--swa-epochs``, ``swa.keras``.
+With ``--no-test-eval`` the test split is never read and ``metrics.json`` is the validation report.
 """
 
 from __future__ import annotations
@@ -283,7 +285,7 @@ def _make_checkpoint_callback(files: RunFiles, spec: ModelSpec, state: dict, cfg
 
 
 def fit(cfg: FitConfig, resume: bool = False) -> dict:
-    """Train (or resume) a run and write its report. Returns the test metrics."""
+    """Train (or resume) a run and write its report. Returns the test (or, without test_eval, val) metrics."""
     files = RunFiles(Path(cfg.out))
     _validate(cfg)
     if resume:
@@ -301,13 +303,14 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
     data = Path(cfg.data)
     t0 = time.perf_counter()
     full = load_split(data, "train", cfg.limit_per_class, cfg.seed)
-    test = load_split(data, "test", cfg.limit_per_class, cfg.seed)
+    test = load_split(data, "test", cfg.limit_per_class, cfg.seed) if cfg.test_eval else None
     spec = ModelSpec(labels=full.labels)
     tr_idx, va_idx = stratified_split(full.y, cfg.val_fraction, cfg.seed)
     train, val = full.take(tr_idx), full.take(va_idx)
+    n_test, skipped = ("unread", full.skipped) if test is None else (len(test), full.skipped + test.skipped)
     print(
-        f"data: {len(train)} train / {len(val)} val / {len(test)} test faces from {data} "
-        f"({time.perf_counter() - t0:.1f} s; skipped {full.skipped + test.skipped} unreadable)",
+        f"data: {len(train)} train / {len(val)} val / {n_test} test faces from {data} "
+        f"({time.perf_counter() - t0:.1f} s; skipped {skipped} unreadable)",
         file=sys.stderr,
     )
 
@@ -371,7 +374,7 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
         print(f"swa.keras: mean of the last {count} epochs, val accuracy {swa_val:.4f}", file=sys.stderr)
     best = load_model(files.best)
     val_report = evaluate_model(best, val, files.out / "val", "val")
-    if cfg.test_eval:
+    if test is not None:
         report = evaluate_model(best, test, files.out, "test")
         report["val"] = {key: val_report[key] for key in ("accuracy", "macro_f1", "per_class")}
     else:
@@ -386,7 +389,7 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
             "mean_epoch_seconds": round(float(np.mean([r["seconds"] for r in state["history"]] or [0])), 1),
             "train_faces": len(train),
             "val_faces": len(val),
-            "test_faces": len(test),
+            "test_faces": len(test) if test is not None else None,
         }
     )
     _write_json(files.out / "metrics.json", report)

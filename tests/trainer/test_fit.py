@@ -111,7 +111,8 @@ def test_recipe_search_run_never_scores_the_test_split(fer_dir: Path, tmp_path: 
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["split"] == "val" and metrics["n"] == 14  # 10 % of 20 faces per class, 7 classes
-    assert "test" not in proc.stdout and not (run / "confusion_matrix.png").exists()
+    assert "unread test faces" in proc.stderr and not (run / "confusion_matrix.png").exists()
+    assert metrics["test_faces"] is None
     assert 0.0 <= metrics["swa_val_accuracy"] <= 1.0
 
     from trainer.model import load_model
