@@ -29,6 +29,20 @@ def default_model_path() -> Path:
     return DEFAULT_MODEL
 
 
+def resolve_model_path(model: str | Path | None) -> Path:
+    """The ONNX file for ``model``: a path, a shipped model's name (``fp32``, ``int8``), or None (the default).
+
+    A shipped name wins only when no file of that name exists, so a real file is never shadowed.
+    """
+    from models import SHIPPED_MODELS
+
+    if model is None:
+        return default_model_path()
+    if str(model) in SHIPPED_MODELS and not Path(model).exists():
+        return SHIPPED_MODELS[str(model)]
+    return Path(model)
+
+
 def _providers(provider: str) -> list[str]:
     import onnxruntime as ort
 
@@ -92,7 +106,8 @@ class EmotionClassifier:
     """Classifies faces with an ONNX model on the CPU or CUDA provider.
 
     Args:
-        model_path: ONNX file written by ``export-onnx`` (default: the shipped model).
+        model_path: ONNX file written by ``export-onnx``, or a shipped model by name: ``fp32``
+            (the default) or ``int8`` (about twice as fast on a CPU, 0.1 points less accurate).
         provider: ``auto`` (CUDA when onnxruntime-gpu and a GPU are present), ``cpu`` or ``cuda``.
         threads: onnxruntime intra-op threads (0: one per physical core).
         margin: Fraction of the box size added on each side before cropping. 0 by default: on
@@ -109,9 +124,12 @@ class EmotionClassifier:
         self, model_path: str | Path | None = None, provider: str = "auto", threads: int = 0, margin: float = 0.0
     ) -> None:
 
-        path = Path(model_path) if model_path is not None else default_model_path()
+        path = resolve_model_path(model_path)
         if not path.is_file():
-            raise UserError(f"model {path} does not exist: give an .onnx file from export-onnx, or omit --model")
+            raise UserError(
+                f"model {path} does not exist: give an .onnx file from export-onnx, a shipped model "
+                "(fp32, int8), or omit --model"
+            )
         if margin < 0 or margin > 1:
             raise UserError(f"margin must be in [0, 1], got {margin}")
         try:

@@ -26,7 +26,7 @@ class Pipeline:
         >>> out = pipe.annotate(frame.copy(), faces)    # emoji composited on every face
 
     Args:
-        model: ONNX model path (default: the shipped model).
+        model: ONNX model path, or a shipped model by name (``fp32``, ``int8``); default: ``fp32``.
         provider: ``auto``, ``cpu`` or ``cuda``.
         detector: A configured detector (default: :class:`HaarDetector` with its defaults).
         classifier: A configured classifier (overrides ``model`` and ``provider``).

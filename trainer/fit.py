@@ -42,6 +42,7 @@ class FitConfig:
     zoom: float = 0.1  # max zoom in or out, fraction
     class_weights: str = "none"  # none, sqrt or balanced: loss weight per class by frequency
     label_smoothing: float = 0.0  # cross-entropy label smoothing
+    mixup: float = 0.0  # >0: mix each training face with another of its batch, weight ~ Beta(a, a); 0 is off
     val_fraction: float = 0.1  # stratified validation split carved from train
     seed: int = 1337  # seeds the split, shuffling, augmentation and weights
     mixed_precision: bool = False  # float16 compute on GPU
@@ -77,6 +78,9 @@ def _parser() -> ArgumentParser:
         help="weight the loss per class by inverse frequency (sqrt: milder)",
     )
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="label smoothing")
+    p.add_argument(
+        "--mixup", type=float, default=d.mixup, help="mixup strength a (Beta(a, a) mixing weights), e.g. 0.2; 0 is off"
+    )
     p.add_argument("--val-fraction", type=float, default=d.val_fraction, help="validation fraction of train")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed")
     p.add_argument("--mixed-precision", action="store_true", help="float16 compute (GPU only)")
@@ -110,6 +114,8 @@ def _validate(cfg: FitConfig) -> None:
         raise UserError("--cpu-replicas must be at least 1")
     if min(cfg.shift, cfg.rotate_deg, cfg.zoom) < 0:
         raise UserError("--shift, --rotate-deg and --zoom must be 0 (off) or more")
+    if not 0 <= cfg.mixup <= 10:
+        raise UserError(f"--mixup {cfg.mixup} is out of range: use 0 (off) to 10, e.g. 0.2")
     if not 0 <= cfg.swa_epochs <= cfg.epochs:
         raise UserError(f"--swa-epochs {cfg.swa_epochs} must be between 0 (off) and --epochs {cfg.epochs}")
     if cfg.limit_per_class is not None and cfg.limit_per_class < 2:
@@ -141,11 +147,24 @@ def make_strategy(cpu_replicas: int):  # noqa: ANN201
     return tf.distribute.get_strategy()
 
 
-def make_dataset(x: np.ndarray, y: np.ndarray, k: int, cfg: FitConfig, training: bool, replicas: int = 1):  # noqa: ANN201
+def make_dataset(  # noqa: ANN201
+    x: np.ndarray,
+    y: np.ndarray,
+    k: int,
+    cfg: FitConfig,
+    training: bool,
+    replicas: int = 1,
+    class_weights: dict[int, float] | None = None,
+):
     """A cached, shuffled (training), augmented (training), prefetched ``tf.data`` pipeline.
 
     With several replicas every batch is whole and divisible by the replica count (TF cannot
     split a ragged last batch across replicas), so up to a batch of faces is left out per epoch.
+
+    With ``cfg.mixup`` each augmented training face is blended with the face at the mirrored
+    position of its (shuffled) batch, pixels and one-hot labels alike, with a weight drawn from
+    Beta(a, a) per face. ``class_weights`` become per-face loss weights, the label-weighted mean of
+    the class weights, so a mixed face carries both of its classes' weights in proportion.
     """
     import keras
     import tensorflow as tf
@@ -171,7 +190,24 @@ def make_dataset(x: np.ndarray, y: np.ndarray, k: int, cfg: FitConfig, training:
         ds = ds.map(
             lambda a, b: (tf.clip_by_value(aug(a, training=True), 0.0, 255.0), b), num_parallel_calls=tf.data.AUTOTUNE
         )
+    if training and cfg.mixup > 0:
+        ds = ds.map(lambda a, b: _mixup(a, b, cfg.mixup), num_parallel_calls=tf.data.AUTOTUNE)
+    if training and class_weights:
+        w = tf.constant([class_weights[i] for i in range(k)], tf.float32)
+        ds = ds.map(lambda a, b: (a, b, tf.linalg.matvec(b, w)), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _mixup(x, y, alpha: float):  # noqa: ANN001, ANN202 - tensors
+    """Blend each face and label of a batch with its mirror-position partner, weight ~ Beta(alpha, alpha)."""
+    import tensorflow as tf
+
+    n = tf.shape(x)[0]
+    g1 = tf.random.gamma([n], alpha)
+    g2 = tf.random.gamma([n], alpha)
+    lam = g1 / (g1 + g2 + 1e-12)  # Beta(alpha, alpha) from two gammas
+    lam_x, lam_y = lam[:, None, None, None], lam[:, None]
+    return x * lam_x + tf.reverse(x, [0]) * (1 - lam_x), y * lam_y + tf.reverse(y, [0]) * (1 - lam_y)
 
 
 def make_optimizer(cfg: FitConfig, steps_per_epoch: int):  # noqa: ANN201
@@ -352,11 +388,18 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(files.out / "tensorboard")))
     if state["epoch"] < cfg.epochs:
         model.fit(
-            make_dataset(train.x, train.y, k, cfg, training=True, replicas=strategy.num_replicas_in_sync),
+            make_dataset(
+                train.x,
+                train.y,
+                k,
+                cfg,
+                training=True,
+                replicas=strategy.num_replicas_in_sync,
+                class_weights=class_weight_map(train.y, k, cfg.class_weights),
+            ),
             validation_data=make_dataset(val.x, val.y, k, cfg, training=False, replicas=strategy.num_replicas_in_sync),
             epochs=cfg.epochs,
             initial_epoch=state["epoch"],
-            class_weight=class_weight_map(train.y, k, cfg.class_weights),
             callbacks=callbacks,
             verbose=1 if sys.stderr.isatty() else 2,
         )

@@ -149,6 +149,22 @@ def test_missing_model(tmp_path: Path):
         EmotionClassifier(tmp_path / "nope.onnx")
 
 
+def test_shipped_models_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from models import DEFAULT_MODEL, INT8_MODEL
+
+    monkeypatch.chdir(tmp_path)  # a name works from any folder, as after pip install
+    assert EmotionClassifier("fp32", provider="cpu").path == DEFAULT_MODEL
+    if INT8_MODEL.is_file():
+        int8 = EmotionClassifier("int8", provider="cpu")
+        assert int8.path == INT8_MODEL and int8.session.get_modelmeta().custom_metadata_map["variant"] == "int8"
+    # a real file of that name is never shadowed by the shipped model
+    (tmp_path / "int8").write_bytes(DEFAULT_MODEL.read_bytes())
+    local = EmotionClassifier("int8", provider="cpu")
+    assert local.path == Path("int8") and local.session.get_modelmeta().custom_metadata_map["variant"] == "fp32"
+    with pytest.raises(UserError, match=r"shipped model \(fp32, int8\)"):
+        EmotionClassifier("int4")
+
+
 def test_text_file_is_not_a_model(tmp_path: Path):
     path = tmp_path / "model.onnx"
     path.write_text("this is not an ONNX model\n")

@@ -153,6 +153,18 @@ def test_plain_runtime_live_without_a_display_falls_back_to_the_demo(tmp_path: P
     assert img is not None and img.shape == (512, 512, 3)
 
 
+def test_shipped_int8_model_by_name_from_any_folder(tmp_path: Path):
+    from models import INT8_MODEL
+
+    if not INT8_MODEL.is_file():
+        pytest.skip("no INT8 variant shipped")
+    proc = run_cli("runtime", "--source", "demo", "--no-window", "--model", "int8", "--jsonl", "d.jsonl", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "model emotion_cnn.int8.onnx" in proc.stderr
+    (record,) = read_jsonl(tmp_path / "d.jsonl")
+    assert len(record["faces"]) == summary_of(proc.stdout)["faces"] >= 1
+
+
 def test_image_folder_jsonl_names_the_files(media_dir: Path, tmp_path: Path):
     folder = tmp_path / "photos"
     folder.mkdir()

@@ -121,6 +121,33 @@ def test_recipe_search_run_never_scores_the_test_split(fer_dir: Path, tmp_path: 
     assert all(np.allclose(a, b) for a, b in zip(swa, final, strict=True))  # the mean of one epoch is that epoch
 
 
+def test_mixup_blends_pairs_of_real_faces_and_weights_them_by_label(fer_dir: Path) -> None:
+    from trainer.data import load_split
+    from trainer.fit import FitConfig, class_weight_map, make_dataset
+
+    faces = load_split(fer_dir, "train", 6, 3)  # 6 real faces per class
+    weights = class_weight_map(faces.y, 7, "balanced")
+    cfg = FitConfig(augment=False, mixup=1.0, batch_size=len(faces.y), seed=3)
+    (x, y, w), = make_dataset(faces.x, faces.y, 7, cfg, training=True, class_weights=weights).take(1)
+    x, y, w = x.numpy(), y.numpy(), w.numpy()
+    x0 = faces.x.reshape(len(faces.x), -1).astype(np.float64)
+    np.testing.assert_allclose(y.sum(1), 1.0, atol=1e-6)  # labels stay distributions
+    mixed = 0
+    for xi, yi, wi in zip(x.reshape(len(x), -1), y, w, strict=True):
+        # each face is lam * a + (1 - lam) * b for two real faces a, b of the batch, labels alike
+        coef, *_ = np.linalg.lstsq(x0.T, xi.astype(np.float64), rcond=None)
+        top = np.argsort(-np.abs(coef))[:2]
+        assert np.abs(coef).sum() - np.abs(coef[top]).sum() < 1e-3 and abs(coef[top].sum() - 1) < 1e-3
+        np.testing.assert_allclose(yi, np.eye(7)[faces.y[top]].T @ coef[top], atol=1e-3)
+        assert wi == pytest.approx(sum(yi[c] * weights[c] for c in range(7)), rel=1e-5)
+        mixed += coef[top].min() > 0.05
+    assert mixed > len(x) // 2  # Beta(1, 1) mixes most faces visibly
+    plain = FitConfig(augment=False, batch_size=len(faces.y), seed=3)
+    (_, y_plain, w_plain), = make_dataset(faces.x, faces.y, 7, plain, training=True, class_weights=weights).take(1)
+    assert set(np.unique(y_plain.numpy())) == {0.0, 1.0}  # without --mixup labels stay one-hot
+    np.testing.assert_allclose(w_plain.numpy(), [weights[c] for c in y_plain.numpy().argmax(1)], rtol=1e-6)
+
+
 def test_weight_sum_adds_each_epoch_once(tmp_path: Path) -> None:
     from trainer.fit import _add_to_weight_sum
 
@@ -145,8 +172,10 @@ def test_weight_sum_adds_each_epoch_once(tmp_path: Path) -> None:
         (["--data", "{fer}", "--epochs", "many"], "invalid int"),
         (["--data", "{fer}", "--shift", "-0.1"], "--shift"),
         (["--data", "{fer}", "--epochs", "2", "--swa-epochs", "3"], "--swa-epochs"),
+        (["--data", "{fer}", "--mixup", "-0.2"], "--mixup"),
     ],
-    ids=["missing-data", "resume-without-run", "no-data", "bad-lr", "bad-epochs", "negative-shift", "swa-too-long"],
+    ids=["missing-data", "resume-without-run", "no-data", "bad-lr", "bad-epochs", "negative-shift", "swa-too-long",
+         "negative-mixup"],
 )
 def test_bad_input_is_one_line_exit_2(fer_dir: Path, tmp_path: Path, args: list[str], needle: str) -> None:
     args = [a.replace("{fer}", str(fer_dir)) for a in args]
