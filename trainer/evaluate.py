@@ -1,6 +1,7 @@
 """Evaluation report: accuracy, per-class precision/recall/F1, confusion matrix, curves.
 
-``trainer-eval MODEL DATA`` evaluates any saved ``.keras`` model on any split.
+``trainer-eval MODEL DATA`` evaluates any saved ``.keras`` or exported ``.onnx`` model on any split,
+including ``--split val``, the validation split that ``trainer-fit`` carved from train (same seed).
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from runtime.cli_support import ArgumentParser, UserError, atomic_path, run_main
+from trainer.fit import FitConfig
+
+FIT_DEFAULTS = FitConfig()  # trainer-fit's defaults: --split val rebuilds its validation split
 
 
 def classification_report(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str]) -> dict:
@@ -170,17 +174,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("model", type=Path, help="a .keras model saved by trainer-fit, or an .onnx from export-onnx")
     parser.add_argument("data", type=Path, help="FER2013 folder (with train/ and test/) or fer2013.csv")
-    parser.add_argument("--split", default="test", choices=["train", "test", "private"], help="split to evaluate")
+    parser.add_argument(
+        "--split",
+        default="test",
+        choices=["train", "val", "test", "private"],
+        help="split to evaluate; val is the validation split trainer-fit carves from train (see --seed)",
+    )
+    parser.add_argument(
+        "--val-fraction", type=float, default=FIT_DEFAULTS.val_fraction, help="--split val: trainer-fit's fraction"
+    )
+    parser.add_argument("--seed", type=int, default=FIT_DEFAULTS.seed, help="--split val: trainer-fit's seed")
     parser.add_argument("--out", type=Path, default=None, help="folder for metrics.json and confusion_matrix.png")
     args = parser.parse_args(argv)
-    from trainer.data import load_split
+    from trainer.data import load_split, stratified_split
     from trainer.model import load_model, read_spec
 
     onnx_model = OnnxModel(args.model) if args.model.suffix.lower() == ".onnx" else None
     spec = onnx_model.spec if onnx_model is not None else read_spec(args.model)
     if args.out is not None and not args.out.is_dir():
         raise UserError(f"output folder {args.out} does not exist: create it first")
-    split = load_split(args.data, args.split)
+    if args.split == "val":  # the same faces trainer-fit validated on: same data, fraction and seed
+        if not 0 < args.val_fraction < 0.5:
+            raise UserError(f"--val-fraction {args.val_fraction} is out of range: use trainer-fit's, e.g. 0.1")
+        train = load_split(args.data, "train", None, args.seed)
+        split = train.take(stratified_split(train.y, args.val_fraction, args.seed)[1])
+    else:
+        split = load_split(args.data, args.split)
     if tuple(split.labels) != spec.labels:
         raise UserError(f"model labels {list(spec.labels)} differ from the data's {list(split.labels)}")
     model = onnx_model if onnx_model is not None else load_model(args.model)

@@ -66,6 +66,20 @@ def test_trainer_eval_reports_on_any_split(tiny_run: Path, fer_dir: Path, tmp_pa
     assert report["n"] == 3589 and (tmp_path / "confusion_matrix.png").stat().st_size > 0
 
 
+def test_trainer_eval_rebuilds_the_validation_split(tiny_run: Path, fer_dir: Path, tmp_path: Path) -> None:
+    from trainer.data import load_split, stratified_split
+    from trainer.evaluate import main
+
+    assert main([str(tiny_run / "best.keras"), str(fer_dir), "--split", "val", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    train = load_split(fer_dir, "train")
+    _, val_idx = stratified_split(train.y, 0.1, 1337)  # trainer-fit's defaults
+    assert report["split"] == "val" and report["n"] == len(val_idx) == 2872  # the model card's validation split
+    counts = np.bincount(train.y[val_idx], minlength=7)
+    assert [row["support"] for row in report["per_class"].values()] == counts.tolist()
+    assert sum(map(sum, report["confusion"])) == 2872
+
+
 def test_resume_after_sigkill_continues_at_the_right_epoch(fer_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     args = [sys.executable, "-m", "trainer", "--data", str(fer_dir), "--out", str(out), "--epochs", "8",
