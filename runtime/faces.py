@@ -25,7 +25,11 @@ class Faces:
     track_id: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        xyxy = np.asarray(self.xyxy, dtype=np.int32).reshape(-1, 4)
+        xyxy = np.asarray(self.xyxy, dtype=np.int32)
+        if xyxy.shape == (4,) or xyxy.size == 0:  # one box, or none
+            xyxy = xyxy.reshape(-1, 4)
+        if xyxy.ndim != 2 or xyxy.shape[1] != 4:
+            raise ValueError(f"xyxy must be (n, 4) boxes, got shape {xyxy.shape}")
         n = len(xyxy)
         if n and ((xyxy[:, 2] < xyxy[:, 0]).any() or (xyxy[:, 3] < xyxy[:, 1]).any()):
             raise ValueError(f"boxes must have x2 >= x1 and y2 >= y1, got {xyxy.tolist()}")

@@ -24,8 +24,10 @@ def test_boxes_are_int32_n_by_4():
 @pytest.mark.parametrize(
     ("kwargs", "needle"),
     [
-        ({"xyxy": np.zeros((2, 3))}, "reshape"),  # 3 coordinates per box
-        ({"xyxy": np.zeros(5)}, "reshape"),
+        ({"xyxy": np.zeros((2, 3))}, r"\(n, 4\)"),  # 3 coordinates per box
+        ({"xyxy": np.zeros(5)}, r"\(n, 4\)"),
+        ({"xyxy": np.zeros(8)}, r"got shape \(8,\)"),  # two boxes given flat: ambiguous, refused
+        ({"xyxy": np.zeros((1, 2, 4))}, r"\(n, 4\)"),
         ({"xyxy": [[10, 0, 5, 10]]}, "x2 >= x1"),  # x2 < x1
         ({"xyxy": [[0, 10, 10, 5]]}, "y2 >= y1"),  # y2 < y1
         ({"xyxy": [[0, 0, 1, 1]], "probs": np.ones((2, 3)), "class_names": NAMES}, "probs must be"),  # 2 rows, 1 face
@@ -33,7 +35,7 @@ def test_boxes_are_int32_n_by_4():
         ({"xyxy": [[0, 0, 1, 1]], "probs": np.ones((1, 4)), "class_names": NAMES}, "columns"),  # 4 columns, 3 names
         ({"xyxy": [[0, 0, 1, 1]], "track_id": [1, 2]}, "track_id"),
     ],
-    ids=["3-coords", "flat-5", "x2<x1", "y2<y1", "probs-rows", "probs-1d", "probs-cols", "track-len"],
+    ids=["3-coords", "flat-5", "flat-8", "3-d", "x2<x1", "y2<y1", "probs-rows", "probs-1d", "probs-cols", "track-len"],
 )
 def test_bad_shapes_are_rejected(kwargs, needle):
     with pytest.raises(ValueError, match=needle):
