@@ -126,9 +126,11 @@ class EmotionClassifier:
 
         path = resolve_model_path(model_path)
         if not path.is_file():
+            from models import SHIPPED_MODELS
+
             raise UserError(
                 f"model {path} does not exist: give an .onnx file from export-onnx, a shipped model "
-                "(fp32, int8), or omit --model"
+                f"({', '.join(SHIPPED_MODELS)}), or omit --model"
             )
         if margin < 0 or margin > 1:
             raise UserError(f"margin must be in [0, 1], got {margin}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -179,6 +179,18 @@ def load_split(data: Path, split: str, limit_per_class: int | None = None, seed:
     if not data.is_dir():
         raise UserError(f"data {data} does not exist: give the FER2013 folder (with train/ and test/) or fer2013.csv")
     return load_folder_split(data / split, limit_per_class=limit_per_class, seed=seed)
+
+
+def train_val_split(data: Path, fraction: float, seed: int, limit_per_class: int | None = None) -> tuple[Split, Split]:
+    """The training split of ``data`` and the stratified, seeded validation split carved from it.
+
+    ``trainer-fit`` trains and validates on these; ``trainer-eval --split val`` rebuilds the same
+    validation faces from the same ``fraction`` and ``seed``. The first split carries the count of
+    unreadable files.
+    """
+    full = load_split(data, "train", limit_per_class, seed)
+    train_idx, val_idx = stratified_split(full.y, fraction, seed)
+    return replace(full.take(train_idx), skipped=full.skipped), full.take(val_idx)
 
 
 def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

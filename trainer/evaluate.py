@@ -186,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=FIT_DEFAULTS.seed, help="--split val: trainer-fit's seed")
     parser.add_argument("--out", type=Path, default=None, help="folder for metrics.json and confusion_matrix.png")
     args = parser.parse_args(argv)
-    from trainer.data import load_split, stratified_split
+    from trainer.data import load_split, train_val_split
     from trainer.model import load_model, read_spec
 
     onnx_model = OnnxModel(args.model) if args.model.suffix.lower() == ".onnx" else None
@@ -196,8 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.split == "val":  # the same faces trainer-fit validated on: same data, fraction and seed
         if not 0 < args.val_fraction < 0.5:
             raise UserError(f"--val-fraction {args.val_fraction} is out of range: use trainer-fit's, e.g. 0.1")
-        train = load_split(args.data, "train", None, args.seed)
-        split = train.take(stratified_split(train.y, args.val_fraction, args.seed)[1])
+        split = train_val_split(args.data, args.val_fraction, args.seed)[1]
     else:
         split = load_split(args.data, args.split)
     if tuple(split.labels) != spec.labels:

@@ -334,16 +334,14 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
             raise UserError(f"{files.out} already holds a run: pass --resume to continue it, or choose another --out")
         state = {"epoch": 0, "best_val_accuracy": -1.0, "best_epoch": 0, "history": []}
 
-    from trainer.data import load_split, stratified_split
+    from trainer.data import load_split, train_val_split
 
     data = Path(cfg.data)
     t0 = time.perf_counter()
-    full = load_split(data, "train", cfg.limit_per_class, cfg.seed)
+    train, val = train_val_split(data, cfg.val_fraction, cfg.seed, cfg.limit_per_class)
     test = load_split(data, "test", cfg.limit_per_class, cfg.seed) if cfg.test_eval else None
-    spec = ModelSpec(labels=full.labels)
-    tr_idx, va_idx = stratified_split(full.y, cfg.val_fraction, cfg.seed)
-    train, val = full.take(tr_idx), full.take(va_idx)
-    n_test, skipped = ("unread", full.skipped) if test is None else (len(test), full.skipped + test.skipped)
+    spec = ModelSpec(labels=train.labels)
+    n_test, skipped = ("unread", train.skipped) if test is None else (len(test), train.skipped + test.skipped)
     print(
         f"data: {len(train)} train / {len(val)} val / {n_test} test faces from {data} "
         f"({time.perf_counter() - t0:.1f} s; skipped {skipped} unreadable)",
