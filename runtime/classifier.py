@@ -12,11 +12,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from runtime.cli_support import UserError
+from runtime.cli_support import UserError, first_line
 from runtime.contract import ContractError, ModelSpec
 from runtime.faces import Faces, clip_xyxy
 from runtime.image import to_gray
 
+#: Input element types the runtime can feed (raw 0-255 pixels fit each of them exactly).
+INPUT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+                "tensor(uint8)": np.uint8}
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 GPU_INSTALL = 'pip uninstall -y onnxruntime && pip install "emocam[gpu]"'
@@ -41,6 +44,22 @@ def resolve_model_path(model: str | Path | None) -> Path:
     if str(model) in SHIPPED_MODELS and not Path(model).exists():
         return SHIPPED_MODELS[str(model)]
     return Path(model)
+
+
+class InferenceError(UserError):
+    """The model failed while classifying (or gave unusable output); the message names it."""
+
+
+def _session_source(path: Path) -> str | bytes:
+    """What onnxruntime opens: the path, or for a name that is not UTF-8 the file's bytes."""
+    try:
+        str(path).encode("utf-8")
+        return str(path)
+    except UnicodeEncodeError:
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise UserError(f"model {path} cannot be read ({exc.strerror}): check its permissions") from None
 
 
 def _providers(provider: str) -> list[str]:
@@ -90,10 +109,16 @@ def _read_spec(session, path: Path) -> ModelSpec:  # noqa: ANN001
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1 or len(outputs) < 1:
         raise UserError(f"model {path} has {len(inputs)} inputs: expected exactly one image input")
+    if spec.channels != 1:
+        raise UserError(f"model {path} takes {spec.channels}-channel faces, but the runtime feeds grayscale "
+                        "(1 channel), as FER2013 is: export a grayscale model")
     shape = list(inputs[0].shape)
     want = [*spec.input_hw, spec.channels]
     if len(shape) != 4 or [d if isinstance(d, int) else None for d in shape[1:]] != want:
         raise UserError(f"model {path} takes input {shape}: expected [N, {', '.join(map(str, want))}] (NHWC)")
+    if inputs[0].type not in INPUT_DTYPES:
+        raise UserError(f"model {path} takes {inputs[0].type} input: expected float, float16, double or uint8 "
+                        "pixels; re-export it with export-onnx")
     out_shape = list(outputs[0].shape)
     if len(out_shape) != 2 or out_shape[1] != spec.num_classes:
         raise UserError(
@@ -135,13 +160,12 @@ class EmotionClassifier:
         if margin < 0 or margin > 1:
             raise UserError(f"margin must be in [0, 1], got {margin}")
         try:
-            self.session = open_session(str(path), _providers(provider), threads)
+            self.session = open_session(_session_source(path), _providers(provider), threads)
         except UserError:
             raise
         except Exception as exc:  # onnxruntime raises its own exception types for a bad file
-            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
             raise UserError(
-                f"model {path} is not a loadable ONNX model ({first}): give an .onnx file from export-onnx"
+                f"model {path} is not a loadable ONNX model ({first_line(exc)}): give an .onnx file from export-onnx"
             ) from None
         active = self.session.get_providers()
         if provider == "cuda" and CUDA not in active:
@@ -152,10 +176,27 @@ class EmotionClassifier:
         self.path = path
         self.provider = "cuda" if CUDA in active else "cpu"
         self.spec = _read_spec(self.session, path)
-        self.input_name = self.session.get_inputs()[0].name
+        model_input = self.session.get_inputs()[0]
+        self.input_name = model_input.name
         self.output_name = self.session.get_outputs()[0].name
+        self.input_dtype = INPUT_DTYPES[model_input.type]
+        fixed = model_input.shape[0]
+        self.max_batch = fixed if isinstance(fixed, int) and fixed > 0 else None  # a fixed batch size, if any
         self.margin = margin
         self._batch = np.zeros((0, *self.spec.input_shape), np.float32)
+        self._check_outputs()
+
+    def _check_outputs(self) -> None:
+        """Run two faces (black, mid-grey) once at load: a model that cannot run, or gives
+        probabilities that are not finite, is refused now, with one line, not mid-run."""
+        probe = np.zeros((2, *self.spec.input_shape), np.float32)
+        probe[1] = 128.0
+        probs = self.predict(probe)
+        if probs.shape != (2, self.spec.num_classes):
+            raise InferenceError(f"model {self.path} gave output shape {list(probs.shape)} for 2 faces: "
+                                 f"expected [2, {self.spec.num_classes}]; re-export it")
+        if not np.isfinite(probs).all():
+            raise InferenceError(f"model {self.path} gives NaN or infinite probabilities: re-export or retrain it")
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -189,10 +230,32 @@ class EmotionClassifier:
         return batch
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        """Class probabilities ``(n, k)`` for a raw-pixel batch ``(n, H, W, C)``; one session call."""
-        if len(batch) == 0:
+        """Class probabilities ``(n, k)`` for a raw-pixel batch ``(n, H, W, C)``.
+
+        One session call (a model exported with a fixed batch size gets one call per chunk of
+        that size, padded).
+
+        Raises:
+            InferenceError: onnxruntime failed; the message names the model and its reason.
+        """
+        n = len(batch)
+        if n == 0:
             return np.zeros((0, self.spec.num_classes), np.float32)
-        return self.session.run([self.output_name], {self.input_name: batch})[0]
+        batch = batch.astype(self.input_dtype, copy=False)
+        if self.max_batch is None:
+            return self._run(batch)
+        step = self.max_batch
+        padded = np.zeros((-(-n // step) * step, *batch.shape[1:]), batch.dtype)
+        padded[:n] = batch
+        return np.concatenate([self._run(padded[i: i + step]) for i in range(0, len(padded), step)])[:n]
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        try:
+            out = self.session.run([self.output_name], {self.input_name: batch})[0]
+        except Exception as exc:  # onnxruntime's own exception types: any failure inside the model
+            raise InferenceError(f"model {self.path} failed on {len(batch)} faces ({first_line(exc)}): "
+                                 "check it with trainer-eval, or re-export it with export-onnx") from None
+        return np.asarray(out, dtype=np.float32)
 
     def classify(self, frame: np.ndarray, faces: Faces) -> Faces:
         """Classify all faces of a frame (grayscale, BGR or BGRA) in one call."""

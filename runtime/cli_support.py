@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
+import math
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -17,6 +20,7 @@ from pathlib import Path
 EXIT_USAGE = 2  # bad arguments or bad input: the user can fix it
 EXIT_FAILED = 1  # the job ran and failed (e.g. an export that did not verify)
 EXIT_INTERRUPTED = 130  # Ctrl-C, after finalising outputs
+EXIT_BROKEN_PIPE = 141  # the reader of stdout (or of a piped output) went away: 128 + SIGPIPE, as shell tools
 
 
 class UserError(Exception):
@@ -35,15 +39,63 @@ class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows ``(default: X)`` where there is a default worth showing (not None, not a flag's False)."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or isinstance(action.default, bool) or "default" in (action.help or ""):
-            return action.help
-        return super()._get_help_string(action)
+        text = action.help or ""
+        notes = []
+        bounds = getattr(action.type, "bounds_text", None)
+        if bounds and bounds not in text:
+            notes.append(f"range {bounds}")
+        shown = action.default not in (None, argparse.SUPPRESS) and not isinstance(action.default, bool)
+        if shown and action.option_strings and "default" not in text:
+            notes.append("default: %(default)s")
+        return f"{text} ({', '.join(notes)})" if notes else text
+
+
+class Number:
+    """An argparse ``type``: a finite int or float within ``[lo, hi]``, named in ``--help``.
+
+    ``nan``, ``inf``, ``1e20`` for an int, or any value out of range is refused by argparse with
+    one line that gives the range. ``lo_open`` makes the low end exclusive (``(0, 1]``).
+
+    Example:
+        >>> p.add_argument("--threads", type=Number(int, 0, 256), default=0)
+    """
+
+    def __init__(self, kind: type, lo: float, hi: float, lo_open: bool = False) -> None:
+        if kind not in (int, float):
+            raise TypeError(f"Number takes int or float, got {kind}")
+        self.kind, self.lo, self.hi, self.lo_open = kind, lo, hi, lo_open
+        self.__name__ = kind.__name__  # argparse names the type in some messages
+        left = "(" if lo_open else "["
+        show = (lambda v: str(int(v))) if kind is int else (lambda v: f"{v:g}")
+        self.bounds_text = f"{left}{show(lo)}, {show(hi)}]"
+
+    def __call__(self, text: str) -> int | float:
+        word = "an integer" if self.kind is int else "a number"
+        want = f"{word} in {self.bounds_text}"
+        try:
+            value = self.kind(text.strip())
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {want}") from None
+        if self.kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {want}")
+        below = value <= self.lo if self.lo_open else value < self.lo
+        if below or value > self.hi:
+            raise argparse.ArgumentTypeError(f"{text!r} is out of range: give {want}")
+        return value
+
+    def __repr__(self) -> str:
+        return f"Number({self.kind.__name__}, {self.lo}, {self.hi})"
+
+
+#: Shared bounds, so every command says the same thing about the same flag.
+SEED = Number(int, 0, 2**32 - 1)  # numpy's and TensorFlow's seeds are 32-bit unsigned
+THREADS = Number(int, 0, 256)  # onnxruntime intra-op threads (0: one per core)
 
 
 class ArgumentParser(argparse.ArgumentParser):
     """An ``argparse`` parser whose errors are one line and whose help shows defaults."""
 
-    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - argparse's own API
+    def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("formatter_class", _DefaultsFormatter)
         super().__init__(*args, **kwargs)
 
@@ -65,19 +117,105 @@ def run_main(main: Callable[[Sequence[str] | None], int | None], prog: str) -> C
     """
 
     def entry(argv: Sequence[str] | None = None) -> int:
+        guard_std_streams()
         try:
             code = main(argv)
+            sys.stdout.flush()
         except UserError as exc:
             sys.stderr.write(f"{prog}: error: {exc}\n")
             code = exc.exit_code
         except KeyboardInterrupt:
             sys.stderr.write(f"{prog}: interrupted\n")
             code = EXIT_INTERRUPTED
-        sys.stdout.flush()
+        except BrokenPipeError:
+            _silence_stdout()
+            sys.stderr.write(f"{prog}: stopped: the reader of its output went away (broken pipe)\n")
+            code = EXIT_BROKEN_PIPE
+        try:
+            sys.stdout.flush()
+        except OSError:  # the reader of stdout went away after the last line: nothing more to say
+            _silence_stdout()
         return int(code or 0)
 
     entry.__doc__ = main.__doc__
     return entry
+
+
+class _SafeStream:
+    """A text stream whose writes never raise: stderr closed or broken must not turn into a traceback."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except (OSError, ValueError):  # EPIPE, EBADF, or a closed file object
+            return len(text)
+
+    def flush(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._stream.flush()
+
+    def __getattr__(self, name: str):  # fileno, isatty, encoding, ...
+        return getattr(self._stream, name)
+
+
+def guard_std_streams() -> None:
+    """Make stdin, stdout and stderr safe to use, whatever the caller left them as.
+
+    A closed descriptor 0, 1 or 2 is reopened on ``/dev/null``: otherwise the next file this
+    process opens takes that number, and C libraries' log lines (OpenCV, onnxruntime) would land
+    in the user's output. ``sys.stderr`` then never raises (a closed or broken stderr loses the
+    message, not the run). ``SIGXFSZ`` (a file-size limit, ``ulimit -f``) is ignored so that a
+    write past the limit fails with ``EFBIG`` and is reported, instead of killing the process.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    if sys.stdout is None:
+        sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115 - lives as long as the process
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
+    if not isinstance(sys.stderr, _SafeStream):
+        sys.stderr = _SafeStream(sys.stderr)
+    if hasattr(signal, "SIGXFSZ"):
+        with contextlib.suppress(ValueError, OSError):  # not the main thread: leave it
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+def _silence_stdout() -> None:
+    """Point descriptor 1 at /dev/null, so that the interpreter's last flush does not fail again."""
+    with contextlib.suppress(OSError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.close(null)
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (or its type's name), cut to ``limit`` characters."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]
+
+
+def os_error_text(exc: OSError, path: Path | str | None = None) -> str:
+    """A short, true cause for a failed write or read: "no space left on device (/tmp/x)".
+
+    Names the errno's meaning, and for ``EFBIG`` the file-size limit (``ulimit -f``).
+    """
+    if exc.errno == errno.EFBIG:
+        cause = "file too large for the file-size limit (ulimit -f) or the file system"
+    elif exc.errno is not None:
+        cause = os.strerror(exc.errno).lower()
+    else:
+        cause = str(exc) or type(exc).__name__
+    where = path if path is not None else exc.filename
+    return f"{cause} ({where})" if where else cause
 
 
 def check_output_path(path: Path, what: str = "output") -> Path:

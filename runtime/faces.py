@@ -89,14 +89,21 @@ class Faces:
         return replace(self, track_id=track_id, probs=self.probs if probs is None else probs)
 
     def to_records(self) -> list[dict]:
-        """JSON-ready dicts, one per face: ``box_xyxy``, ``label``, ``confidence``, ``probs``, ``track_id``."""
+        """JSON-ready dicts, one per face: ``box_xyxy``, ``label``, ``confidence``, ``probs``, ``track_id``.
+
+        Strict JSON: a probability that is not finite is None (null), and so are that face's
+        label and confidence.
+        """
         out = []
         for i in range(len(self)):
             rec: dict = {"box_xyxy": self.xyxy[i].tolist()}
-            if self.probs is not None:
-                rec["label"] = self.class_names[int(self.probs[i].argmax())]
-                rec["confidence"] = round(float(self.probs[i].max()), 4)
-                rec["probs"] = {n: round(float(p), 4) for n, p in zip(self.class_names, self.probs[i], strict=True)}
+            if self.probs is not None:  # strict JSON: a value that is not finite is null, never a bare NaN
+                row = self.probs[i]
+                finite = bool(np.isfinite(row).all())
+                rec["label"] = self.class_names[int(row.argmax())] if finite else None
+                rec["confidence"] = round(float(row.max()), 4) if finite else None
+                rec["probs"] = {n: round(float(p), 4) if np.isfinite(p) else None
+                                for n, p in zip(self.class_names, row, strict=True)}
             rec["track_id"] = None if self.track_id is None else int(self.track_id[i])
             out.append(rec)
         return out

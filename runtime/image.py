@@ -1,15 +1,47 @@
-"""Frame format helpers: any 2-D, 1-, 3- or 4-channel uint8 frame to BGR or grayscale."""
+"""Frame format helpers: any image to BGR or grayscale uint8, and image files read and written
+through bytes this process controls.
+
+OpenCV's own ``imread``/``imwrite`` take a ``str`` path and crash (a segfault, not an exception)
+on a name that is not valid UTF-8; they also report nothing about why a file failed. Here files
+are read with ``np.fromfile`` + ``cv2.imdecode`` and written with ``cv2.imencode`` + an OS write,
+so every name works and every failure has its real cause.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 
+class ImageError(ValueError):
+    """An image file that cannot be used; the message says why (for a Python caller to catch)."""
+
+
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    """Any decoded image as uint8 pixels in 0-255, the input itself when it already is.
+
+    16-bit images keep their top 8 bits; float images are taken as 0-1 when their largest finite
+    value is at most 1 (as float TIFF and EXR are), else as 0-255; NaN becomes 0.
+    """
+    if img.dtype == np.uint8:
+        return img
+    if img.dtype == np.uint16:
+        return (img >> 8).astype(np.uint8)
+    if np.issubdtype(img.dtype, np.floating):
+        finite = np.nan_to_num(img.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        peak = float(finite.max()) if finite.size else 0.0
+        scale = 255.0 if peak <= 1.0 else 1.0
+        return np.clip(finite * scale + 0.5, 0, 255).astype(np.uint8)
+    if img.dtype == np.bool_:
+        return img.astype(np.uint8) * 255
+    return np.clip(img, 0, 255).astype(np.uint8)  # other integer types
+
+
 def to_bgr(frame: np.ndarray) -> np.ndarray:
     """The frame as 3-channel BGR uint8 (the input itself when it already is)."""
-    if frame.dtype != np.uint8:
-        frame = np.clip(frame, 0, 255).astype(np.uint8)
+    frame = to_uint8(frame)
     if frame.ndim == 2:
         return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
     channels = frame.shape[2]
@@ -24,8 +56,7 @@ def to_bgr(frame: np.ndarray) -> np.ndarray:
 
 def to_gray(frame: np.ndarray) -> np.ndarray:
     """The frame as 2-D grayscale uint8."""
-    if frame.dtype != np.uint8:
-        frame = np.clip(frame, 0, 255).astype(np.uint8)
+    frame = to_uint8(frame)
     if frame.ndim == 2:
         return frame
     channels = frame.shape[2]
@@ -36,3 +67,58 @@ def to_gray(frame: np.ndarray) -> np.ndarray:
     if channels == 4:
         return cv2.cvtColor(frame, cv2.COLOR_BGRA2GRAY)
     raise ValueError(f"frames must have 1, 3 or 4 channels, got {channels}")
+
+
+def _truncation(data: bytes) -> str | None:
+    """Why ``data`` is a cut-short JPEG or PNG (which OpenCV decodes silently, grey-filled), else None."""
+    if data[:3] == b"\xff\xd8\xff":  # JPEG: the end-of-image marker must follow the last scan
+        last_scan = data.rfind(b"\xff\xda")
+        if data.rfind(b"\xff\xd9") < max(last_scan, 2):
+            return "is truncated (the JPEG has no end marker): copy it again"
+    elif data[:8] == b"\x89PNG\r\n\x1a\n" and data.rfind(b"IEND") < 0:
+        return "is truncated (the PNG has no IEND chunk): copy it again"
+    return None
+
+
+def read_image(path: str | Path, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
+    """Read and decode an image file, whatever bytes its name is made of.
+
+    Args:
+        path: The file.
+        flags: ``cv2.IMREAD_*`` flags.
+
+    Returns:
+        The decoded pixels as uint8 (see :func:`to_uint8`), gray or BGR(A) as stored.
+
+    Raises:
+        ImageError: The file cannot be read, is empty, truncated, or does not decode.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ImageError(f"cannot be read ({exc.strerror or exc})") from None
+    if not data:
+        raise ImageError("is empty")
+    reason = _truncation(data)
+    if reason:
+        raise ImageError(reason)
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    if img is None or img.size == 0:
+        raise ImageError("does not decode as an image")
+    return to_uint8(img)
+
+
+def encode_image(img: np.ndarray, suffix: str) -> bytes:
+    """Encode ``img`` in the format its file suffix names (``.jpg``, ``.png``, ...).
+
+    Raises:
+        ImageError: OpenCV has no encoder for ``suffix``, or it refused this image.
+    """
+    try:
+        ok, buf = cv2.imencode(suffix, img)
+    except cv2.error:
+        ok, buf = False, None
+    if not ok:
+        h, w = img.shape[:2]
+        raise ImageError(f"OpenCV cannot encode a {w}x{h} image as {suffix}")
+    return buf.tobytes()

@@ -7,6 +7,8 @@ cleanly: the video is finalised and every JSON line is complete.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
 import os
 import signal
@@ -17,15 +19,27 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.cli_support import ArgumentParser, UserError, atomic_path, check_output_path, run_main
-from runtime.sources import DEMO, IMAGE_SUFFIXES, ImageSource
+from runtime.cli_support import (
+    EXIT_FAILED,
+    THREADS,
+    ArgumentParser,
+    Number,
+    UserError,
+    check_output_path,
+    run_main,
+)
+from runtime.sources import DEMO, IMAGE_SUFFIXES, OPEN_TIMEOUT_S, ImageSource
 
-VIDEO_SUFFIXES = {".mp4": "mp4v", ".m4v": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}  # container -> fourcc
 DEMO_OUTPUT = "runtime-live-demo.jpg"  # where the headless demo writes when no --output is given
 AUTO = "auto"  # --source default: camera 0 with a window if there is both, else the demo
+# Signals that stop the run cleanly (outputs finalised): Ctrl-C, kill, a closed terminal or SSH, Ctrl-\.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")
+                     if hasattr(signal, name))
 
 
 def _parser() -> ArgumentParser:
+    from runtime.outputs import VIDEO_FOURCC
+
     p = ArgumentParser(prog="runtime-live", description="Facial emotion to emoji, live or headless.")
     p.add_argument("--source", default=AUTO,
                    help="auto (camera 0 with a window if present, else the demo), demo, a camera index, "
@@ -33,29 +47,34 @@ def _parser() -> ArgumentParser:
     p.add_argument("--model", type=Path, default=None,
                    help="ONNX model from export-onnx, or a shipped one: fp32 (the default) or int8 (faster on a CPU)")
     p.add_argument("--provider", choices=["auto", "cpu", "cuda"], default="auto", help="onnxruntime execution provider")
-    p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: one per core)")
+    p.add_argument("--threads", type=THREADS, default=0, help="onnxruntime intra-op threads (0: one per core)")
     p.add_argument("--no-window", action="store_true", help="headless: no window (servers, CI)")
     p.add_argument("--output", type=Path, default=None,
-                   help="write the annotated video (.mp4/.avi) or image (.jpg/.png)")
+                   help=f"write the annotated video ({', '.join(VIDEO_FOURCC)}) or image (.jpg, .png, ...); "
+                        "a partial .mkv or .avi still plays after a SIGKILL, a partial .mp4 does not")
     p.add_argument("--jsonl", type=Path, default=None, help="write one JSON line per frame")
-    p.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
+    p.add_argument("--max-frames", type=Number(int, 1, 10**12), default=None, help="stop after N frames")
+    p.add_argument("--open-timeout", type=Number(float, 0.1, 3600), default=OPEN_TIMEOUT_S,
+                   help="seconds a video, stream or pipe may take to open")
     g = p.add_argument_group("detector")
-    g.add_argument("--detect-width", type=int, default=320, help="width of the frame Haar sees (0: full size)")
-    g.add_argument("--scale-factor", type=float, default=1.1, help="Haar image-pyramid step")
-    g.add_argument("--min-neighbors", type=int, default=5, help="Haar hits a face needs")
-    g.add_argument("--min-size", type=int, default=40, help="smallest face side, in frame pixels")
-    g.add_argument("--detect-every", type=int, default=5,
+    g.add_argument("--detect-width", type=Number(int, 0, 16384), default=320,
+                   help="width of the frame Haar sees (0: full size)")
+    g.add_argument("--scale-factor", type=Number(float, 1.01, 3.0), default=1.1, help="Haar image-pyramid step")
+    g.add_argument("--min-neighbors", type=Number(int, 0, 100), default=5, help="Haar hits a face needs")
+    g.add_argument("--min-size", type=Number(int, 1, 16384), default=40, help="smallest face side, in frame pixels")
+    g.add_argument("--detect-every", type=Number(int, 1, 10000), default=5,
                    help="search the whole frame every Nth frame; between, re-find known faces near their boxes")
     g = p.add_argument_group("classifier and display")
-    g.add_argument("--margin", type=float, default=0.0,
+    g.add_argument("--margin", type=Number(float, 0.0, 1.0), default=0.0,
                    help="crop margin around each face (fraction of its size); 0 matches FER2013's framing")
-    g.add_argument("--smoothing", type=float, default=0.6, help="weight of the past in per-face probability smoothing")
+    g.add_argument("--smoothing", type=Number(float, 0.0, 0.99), default=0.6,
+                   help="weight of the past in per-face probability smoothing")
     g.add_argument("--emoji-dir", type=Path, default=None,
                    help="folder with one <label>.png per class (your own avatars)")
     g.add_argument("--placement", choices=["over", "beside"], default="over", help="emoji over the face or beside it")
     g.add_argument("--labels", action="store_true", help="also write label and confidence on each face")
     g.add_argument("--panel", action="store_true", help="side panel with the dominant emotion's emoji, large")
-    g.add_argument("--reconnect", type=int, default=0,
+    g.add_argument("--reconnect", type=Number(int, 0, 1000), default=0,
                    help="live sources: reconnect N times (with backoff) if they stop")
     return p
 
@@ -104,74 +123,84 @@ class _StopSignals:
 
 
 class Outputs:
-    """The annotated video or image and the JSON Lines file; always finalised by :meth:`close`."""
+    """The annotated video or image and the JSON Lines file of a run.
+
+    Each is written to a temporary file and renamed into place by :meth:`close` (see
+    :mod:`runtime.outputs`); :meth:`discard` drops them all after a failure, leaving every
+    destination as it was.
+    """
 
     def __init__(self, output: Path | None, jsonl: Path | None, fps: float) -> None:
-        self.output = output
-        self.fps = fps if fps > 0 else 25.0
-        self.writer = None
-        self.size_wh: tuple[int, int] | None = None
-        self.last: np.ndarray | None = None
-        self.video = output is not None and output.suffix.lower() in VIDEO_SUFFIXES
-        self.jsonl_path = jsonl
-        self.jsonl = None  # opened with the first frame: a run that fails before it leaves no empty file
+        from runtime.outputs import ImageWriter, JsonlWriter, VideoWriter
+
+        self.media = None
+        if output is not None:
+            image = output.suffix.lower() in IMAGE_SUFFIXES
+            self.media = ImageWriter(output) if image else VideoWriter(output, fps)
+        self.jsonl = JsonlWriter(jsonl) if jsonl is not None else None
+        self.written: list[Path] = []  # finalised, checked files
 
     def write(self, frame: np.ndarray, record: dict) -> None:
-        import cv2
-
-        if self.jsonl_path is not None:
-            if self.jsonl is None:
-                self.jsonl = self.jsonl_path.open("w", encoding="utf-8")
-            self.jsonl.write(json.dumps(record, separators=(",", ":")) + "\n")
-            self.jsonl.flush()
-        if self.output is None:
-            return
-        if not self.video:
-            self.last = frame
-            return
-        if self.writer is None:
-            h, w = frame.shape[:2]
-            self.size_wh = (w, h)
-            fourcc = cv2.VideoWriter_fourcc(*VIDEO_SUFFIXES[self.output.suffix.lower()])
-            self.writer = cv2.VideoWriter(str(self.output), fourcc, self.fps, (w, h))
-            if not self.writer.isOpened():
-                raise UserError(f"cannot write video {self.output}: OpenCV has no encoder for it; use .mp4 or .avi")
-        if (frame.shape[1], frame.shape[0]) != self.size_wh:
-            frame = cv2.resize(frame, self.size_wh)
-        self.writer.write(frame)
+        """One frame's JSON line and annotated frame (raises OutputError, BrokenPipeError)."""
+        if self.jsonl is not None:
+            self.jsonl.write(record)
+        if self.media is not None:
+            self.media.write(frame)
 
     def close(self) -> None:
-        import cv2
+        """Finalise every output; the first failure discards the rest and is raised."""
+        for writer in (self.jsonl, self.media):
+            if writer is None:
+                continue
+            try:
+                if writer.close():
+                    self.written.append(writer.path)
+            except Exception:
+                self.discard()
+                raise
 
-        if self.jsonl is not None:
-            self.jsonl.close()
-        if self.writer is not None:
-            self.writer.release()
-        if self.output is not None and not self.video and self.last is not None:
-            with atomic_path(self.output) as tmp:
-                if not cv2.imwrite(str(tmp), self.last):
-                    raise UserError(f"could not encode {self.output}: use .jpg or .png")
+    def discard(self) -> None:
+        for writer in (self.jsonl, self.media):
+            if writer is not None:
+                writer.discard()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """runtime-live: facial emotion to emoji, live or headless."""
-    args = _parser().parse_args(argv)
-    if args.max_frames is not None and args.max_frames < 1:
-        raise UserError("--max-frames must be at least 1")
-    if args.detect_every < 1:
-        raise UserError("--detect-every must be at least 1")
-    if args.reconnect < 0 or args.threads < 0:
-        raise UserError("--reconnect and --threads must be >= 0")
-    if not 0 <= args.smoothing < 1:
-        raise UserError(f"--smoothing {args.smoothing} is out of range: use [0, 1)")
-    if args.output is not None and args.jsonl is not None and args.output.resolve() == args.jsonl.resolve():
+def _check_paths(args: argparse.Namespace, source_files: Sequence[Path]) -> None:
+    """Refuse outputs that are the same file as each other or as anything the source reads."""
+    from runtime.outputs import display, same_file
+
+    if args.output is not None and args.jsonl is not None and same_file(args.output, args.jsonl):
         raise UserError("--output and --jsonl name the same file: give them different paths")
-    if args.output is not None and args.output.suffix.lower() not in VIDEO_SUFFIXES.keys() | IMAGE_SUFFIXES:
-        raise UserError(f"--output {args.output}: use a video (.mp4, .avi) or image (.jpg, .png) suffix")
+    for path, flag in ((args.output, "--output"), (args.jsonl, "--jsonl")):
+        if path is None:
+            continue
+        for source in source_files:
+            if same_file(path, source):
+                raise UserError(f"{flag} {display(path)} is the source file {display(source)}: writing it would "
+                                "destroy the input; give another path")
 
-    import cv2
 
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # our errors say what went wrong
+def _validate(args: argparse.Namespace) -> None:
+    """Checks that need no OpenCV: paths and suffixes (numbers are bounded by the parser)."""
+    from runtime.outputs import VIDEO_FOURCC, is_stream
+
+    if not args.source.strip():
+        raise UserError("--source is empty: give a camera index, a video, an image, a folder, a URL or 'demo'")
+    if args.output is not None:
+        suffix = args.output.suffix.lower()
+        if suffix not in VIDEO_FOURCC.keys() | IMAGE_SUFFIXES:
+            raise UserError(f"--output {args.output}: use a video ({', '.join(VIDEO_FOURCC)}) or image "
+                            "(.jpg, .png) suffix")
+        if suffix in VIDEO_FOURCC and is_stream(args.output):
+            raise UserError(f"--output {args.output} is not a regular file: a video needs a seekable file")
+    _check_paths(args, [])
+    for path, what in ((args.output, "--output"), (args.jsonl, "--jsonl")):
+        if path is not None and not is_stream(path):
+            check_output_path(path, what)
+
+
+def _choose_source(args: argparse.Namespace) -> str:
+    """The source to open (resolving ``auto``), adjusting ``--no-window`` and ``--output`` for the demo."""
     display = _has_display()
     source_name = args.source
     if source_name == AUTO:
@@ -183,19 +212,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.output = Path(DEMO_OUTPUT)
     if not args.no_window and not display:
         raise UserError("no display available (DISPLAY is not set): pass --no-window, with --output to save the result")
-    for path, what in ((args.output, "--output"), (args.jsonl, "--jsonl")):
-        if path is not None:
-            check_output_path(path, what)
     if args.output is not None and args.output.suffix.lower() in IMAGE_SUFFIXES and source_name.isdigit():
         raise UserError("--output with an image suffix keeps one frame: use .mp4 for a camera")
+    return source_name
 
+
+def _build_pipeline(args: argparse.Namespace):  # -> Pipeline, imported late to keep --help fast
     from runtime.classifier import EmotionClassifier
     from runtime.detector import HaarDetector
     from runtime.pipeline import Pipeline
-    from runtime.sources import open_source
     from runtime.tracker import FaceTracker
 
-    pipe = Pipeline(
+    return Pipeline(
         detector=HaarDetector(None, args.detect_width, args.scale_factor, args.min_neighbors, args.min_size),
         classifier=EmotionClassifier(args.model, args.provider, args.threads, args.margin),
         tracker=FaceTracker(smoothing=args.smoothing),
@@ -205,86 +233,137 @@ def main(argv: Sequence[str] | None = None) -> int:
         panel=args.panel,
         detect_every=args.detect_every,
     )
-    source = open_source(source_name, reconnect=args.reconnect)
+
+
+class _Run:
+    """What the frame loop counts, for the summary."""
+
+    def __init__(self) -> None:
+        self.frame_ms: list[float] = []
+        self.faces = 0
+        self.frames_with_faces = 0
+        self.stopped_by = "end of source"
+        self.t_start = time.perf_counter()
+
+
+def _loop(args: argparse.Namespace, source, pipe, outputs: Outputs, stops: _StopSignals, run: _Run) -> None:
+    """Process frames until the source ends, a key, ``--max-frames`` or a stop signal."""
+    import cv2
+
+    window = "runtime-live (q or Esc quits)"
+    stills = isinstance(source, ImageSource)  # unrelated images: no tracking across them
+    for frame in source:
+        t0 = time.perf_counter()
+        if stills:
+            pipe.reset()
+        annotated, faces = pipe(frame.image)
+        run.frame_ms.append((time.perf_counter() - t0) * 1000)
+        run.faces += len(faces)
+        run.frames_with_faces += bool(len(faces))
+        record = {"frame": frame.index, "timestamp_s": round(frame.timestamp_s, 4), "faces": faces.to_records()}
+        if frame.name:
+            record["file"] = frame.name
+        stops.hold = True  # a frame's video frame and its JSON line are written together or not at all
+        outputs.write(annotated, record)
+        stops.release()
+        if not args.no_window:
+            fps = len(run.frame_ms) / max(1e-9, time.perf_counter() - run.t_start)
+            shown = annotated.copy()
+            cv2.putText(shown, f"{fps:.1f} fps", (10, 28), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 255, 0), 2, cv2.LINE_AA)
+            try:
+                cv2.imshow(window, shown)
+                key = cv2.waitKey(0 if not source.live and source.fps == 0 else 1)  # images: until a key
+            except cv2.error:
+                raise UserError("this OpenCV cannot open windows (headless build): pass --no-window") from None
+            if key & 0xFF in (ord("q"), 27):
+                run.stopped_by = "key"
+                return
+        if args.max_frames is not None and len(run.frame_ms) >= args.max_frames:
+            run.stopped_by = "max frames"
+            return
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """runtime-live: facial emotion to emoji, live or headless."""
+    args = _parser().parse_args(argv)
+    _validate(args)
+    os.environ.setdefault("OPENCV_FFMPEG_DEBUG", "1")  # with the level below: FFmpeg's own log lines are silenced;
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # our errors say what went wrong (AV_LOG_QUIET)
+    import cv2
+
+    from runtime.outputs import OutputError, display
+    from runtime.sources import open_source
+
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    source_name = _choose_source(args)
+    pipe = _build_pipeline(args)
+    source = open_source(source_name, reconnect=args.reconnect, open_timeout_s=args.open_timeout)
+    try:
+        _check_paths(args, source.paths)
+    except UserError:
+        source.close()
+        raise
     print(f"runtime-live: {source.description} -> model {pipe.classifier.path.name} on {pipe.classifier.provider}",
           file=sys.stderr)
-    window = "runtime-live (q or Esc quits)"
-    frame_ms: list[float] = []
-    faces_total = frames_with_faces = 0
-    stopped_by = "end of source"
-    stops = _StopSignals()
-    previous = {sig: signal.signal(sig, stops) for sig in (signal.SIGINT, signal.SIGTERM)}
+    run, stops = _Run(), _StopSignals()
+    previous = {sig: signal.signal(sig, stops) for sig in STOP_SIGNALS}
     outputs = None
-    t_start = time.perf_counter()
+    failure: Exception | None = None
     try:
         outputs = Outputs(args.output, args.jsonl, source.fps)
-        stills = isinstance(source, ImageSource)  # unrelated images: no tracking across them
-        for frame in source:
-            t0 = time.perf_counter()
-            if stills:
-                pipe.reset()
-            annotated, faces = pipe(frame.image)
-            frame_ms.append((time.perf_counter() - t0) * 1000)
-            faces_total += len(faces)
-            frames_with_faces += bool(len(faces))
-            record = {"frame": frame.index, "timestamp_s": round(frame.timestamp_s, 4), "faces": faces.to_records()}
-            if frame.name:
-                record["file"] = frame.name
-            stops.hold = True  # a frame's video frame and its JSON line are written together or not at all
-            outputs.write(annotated, record)
-            stops.release()
-            if not args.no_window:
-                fps = len(frame_ms) / max(1e-9, time.perf_counter() - t_start)
-                shown = annotated.copy()
-                cv2.putText(shown, f"{fps:.1f} fps", (10, 28), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 255, 0), 2,
-                            cv2.LINE_AA)
-                try:
-                    cv2.imshow(window, shown)
-                    key = cv2.waitKey(0 if not source.live and source.fps == 0 else 1)  # images: until a key
-                except cv2.error:
-                    raise UserError("this OpenCV cannot open windows (headless build): pass --no-window") from None
-                if key & 0xFF in (ord("q"), 27):
-                    stopped_by = "key"
-                    break
-            if args.max_frames is not None and len(frame_ms) >= args.max_frames:
-                stopped_by = "max frames"
-                break
+        _loop(args, source, pipe, outputs, stops, run)
     except KeyboardInterrupt:
-        stopped_by = "SIGINT"
+        run.stopped_by = "SIGINT"
     except _Stop:
-        stopped_by = stops.received or "SIGTERM"
+        run.stopped_by = stops.received or "SIGTERM"
+    except (OutputError, UserError, BrokenPipeError) as exc:
+        failure = exc
     finally:
         stops.hold = True  # a second signal must not cut the finalising of the outputs short
         source.close()
         if outputs is not None:
-            outputs.close()
+            try:
+                if isinstance(failure, (OutputError, UserError)):
+                    outputs.discard()  # a failed run never replaces an earlier result
+                else:
+                    outputs.close()  # finished, stopped, or its reader went away: keep what is whole
+            except OutputError as exc:
+                failure = failure or exc
         if not args.no_window:
-            cv2.destroyAllWindows()
+            with contextlib.suppress(cv2.error):  # a headless OpenCV raises here too
+                cv2.destroyAllWindows()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    wall = time.perf_counter() - t_start
-    if not frame_ms and getattr(source, "skipped", None):
+    if isinstance(failure, OutputError):
+        raise UserError(str(failure), exit_code=EXIT_FAILED)
+    if failure is not None:
+        raise failure
+    if not run.frame_ms and getattr(source, "skipped", None):
         raise UserError(f"{source.description}: no file decoded as an image (skipped {len(source.skipped)})")
-    ms = np.asarray(frame_ms or [0.0])
-    summary = {
-        "frames": len(frame_ms),
-        "faces": faces_total,
-        "frames_with_faces": frames_with_faces,
+    for path in outputs.written if outputs is not None else ():
+        print(f"runtime-live: wrote {display(path.resolve() if path.exists() else path)}", file=sys.stderr)
+    print(json.dumps(_summary(args, source, pipe, run)), flush=True)
+    return 0
+
+
+def _summary(args: argparse.Namespace, source, pipe, run: _Run) -> dict:
+    wall = time.perf_counter() - run.t_start
+    ms = np.asarray(run.frame_ms or [0.0])
+    return {
+        "frames": len(run.frame_ms),
+        "faces": run.faces,
+        "frames_with_faces": run.frames_with_faces,
         "wall_s": round(wall, 3),
-        "fps": round(len(frame_ms) / wall, 2) if wall > 0 else 0.0,
+        "fps": round(len(run.frame_ms) / wall, 2) if wall > 0 else 0.0,
         "p50_ms": round(float(np.percentile(ms, 50)), 3),
         "p99_ms": round(float(np.percentile(ms, 99)), 3),
         "provider": pipe.classifier.provider,
         "source": source.description,
         "dropped": source.dropped,
-        "stopped_by": stopped_by,
+        "stopped_by": run.stopped_by,
         "output": str(args.output) if args.output else None,
         "jsonl": str(args.jsonl) if args.jsonl else None,
     }
-    if args.output is not None:
-        print(f"runtime-live: wrote {args.output.resolve()}", file=sys.stderr)
-    print(json.dumps(summary), flush=True)
-    return 0
 
 
 cli = run_main(main, "runtime-live")

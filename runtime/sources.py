@@ -8,10 +8,11 @@ counting the stale ones they drop.
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -20,9 +21,12 @@ import cv2
 import numpy as np
 
 from runtime.cli_support import UserError
+from runtime.image import ImageError, read_image
+from runtime.outputs import display
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}  # read with cv2.imread
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}  # decoded by OpenCV's imdecode
 DEMO = "demo"  # --source value for the bundled public-domain photo
+OPEN_TIMEOUT_S = 30.0  # how long a video, stream or pipe may take to open (and give its first frame)
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class FrameSource:
     """Base class: an iterable of frames with a little metadata."""
 
     live: bool = False  # frames arrive in real time and stale ones are dropped
+    paths: Sequence[Path] = ()  # the files read, if any (an output must never be one of them)
     fps: float = 0.0  # nominal frame rate (0 if unknown)
     dropped: int = 0  # stale live frames dropped
     description: str = ""
@@ -79,22 +84,22 @@ class ImageSource(FrameSource):
     def __iter__(self) -> Iterator[Frame]:
         index = 0
         for path in self.paths:
-            img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-            if img is None or img.size == 0:
-                self.skipped.append(path.name)
-                print(f"warning: skipped {path}: not a decodable image", file=sys.stderr)
+            try:
+                img = read_image(path)
+            except ImageError as exc:
+                self.skipped.append(display(path.name))
+                print(f"warning: skipped {display(path)}: it {exc}", file=sys.stderr)
                 continue
-            if img.dtype != np.uint8:  # 16-bit PNG/TIFF
-                img = (img / 257).astype(np.uint8) if img.dtype == np.uint16 else img.astype(np.uint8)
-            yield Frame(index, float(index), img, path.name)
+            yield Frame(index, float(index), img, display(path.name))
             index += 1
 
 
 class VideoSource(FrameSource):
     """A video file, every frame in order."""
 
-    def __init__(self, cap: cv2.VideoCapture, description: str, first: np.ndarray) -> None:
+    def __init__(self, cap: cv2.VideoCapture, description: str, first: np.ndarray, path: Path | None = None) -> None:
         self.cap = cap
+        self.paths = [path] if path is not None else []  # the file read (outputs must never be it)
         self.description = description
         self.fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self._first = first
@@ -112,6 +117,67 @@ class VideoSource(FrameSource):
 
     def close(self) -> None:
         self.cap.release()
+
+
+def _opencv_read_path(path: Path) -> tuple[str, int | None]:
+    """A ``str`` path OpenCV can open for reading ``path``, and a descriptor to close after opening.
+
+    OpenCV crashes on a name that is not valid UTF-8; such a file is opened here and handed over
+    as ``/proc/self/fd/N`` (FFmpeg finds the format from the content).
+    """
+    text = str(path)
+    try:
+        text.encode("utf-8")
+        return text, None
+    except UnicodeEncodeError:
+        pass
+    if not os.path.isdir("/proc/self/fd"):
+        raise UserError(f"source {display(path)}: its name is not valid UTF-8: rename it")
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # O_NONBLOCK: a FIFO must not block here
+    return f"/proc/self/fd/{fd}", fd
+
+
+def open_interruptibly(opener: Callable[[], FrameSource], what: str, timeout_s: float) -> FrameSource:
+    """Run ``opener`` on a thread and wait for it, so that Ctrl-C and a time limit work.
+
+    Opening a stream URL, or a named pipe with no writer yet, blocks inside OpenCV where no signal
+    reaches Python; here the main thread waits instead, and can be interrupted.
+
+    Raises:
+        UserError: It did not open within ``timeout_s`` (or ``opener``'s own error).
+    """
+    box: dict = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            box["source"] = opener()
+        except BaseException as exc:  # handed to the main thread
+            box["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="open-source", daemon=True).start()
+    if not done.wait(timeout_s):
+        raise UserError(f"{what} did not open within {timeout_s:g} s: check it is reachable (or has a writer), "
+                        "or raise --open-timeout")
+    if "error" in box:
+        raise box["error"]
+    return box["source"]
+
+
+def _open_video(path: Path) -> VideoSource:
+    cv_path, fd = _opencv_read_path(path)
+    try:
+        cap = cv2.VideoCapture(cv_path)
+    finally:
+        if fd is not None:
+            os.close(fd)
+    ok, first = cap.read() if cap.isOpened() else (False, None)
+    if not ok:
+        cap.release()
+        raise UserError(f"{display(path)} does not decode as a video or image: give a playable video file")
+    return VideoSource(cap, f"video {display(path)}", first, path)
 
 
 class LiveSource(FrameSource):
@@ -200,21 +266,24 @@ def _camera_opener(index: int):  # noqa: ANN202
     return open_camera
 
 
-def open_source(source: str, reconnect: int = 0) -> FrameSource:
+def open_source(source: str, reconnect: int = 0, open_timeout_s: float = OPEN_TIMEOUT_S) -> FrameSource:
     """Open a frame source from its command-line spelling.
 
     Args:
         source: ``demo``, a camera index (``0``), a URL (``rtsp://...``, ``http://...``), an
-            image file, a folder of images, or a video file.
+            image file, a folder of images, or a video file (a named pipe too).
         reconnect: For live sources: reconnect attempts after the stream stops.
+        open_timeout_s: Longest wait for a video, stream or pipe to open and give a frame.
 
     Raises:
         UserError: The camera does not exist, the URL does not open, the file does not exist or
             does not decode, or the folder has no images.
     """
+    if not source.strip():
+        raise UserError("--source is empty: give a camera index, a video, an image, a folder, a URL or 'demo'")
     if source == DEMO:
         return ImageSource([demo_image_path()], "demo image (Grace Hopper, public domain)")
-    if source.isdigit():
+    if source.isascii() and source.isdecimal():
         index = int(source)
         cap = cv2.VideoCapture(index)
         if not cap.isOpened():
@@ -223,29 +292,35 @@ def open_source(source: str, reconnect: int = 0) -> FrameSource:
         cap.release()
         return LiveSource(_camera_opener(index), f"camera {index}", reconnect)
     if "://" in source:
-        cap = cv2.VideoCapture(source)
-        if not cap.isOpened():
-            cap.release()
-            raise UserError(f"could not open stream {source}: check the URL and that the server is reachable")
-        cap.release()
-        return LiveSource(lambda: cv2.VideoCapture(source), f"stream {source}", reconnect)
+        return open_interruptibly(lambda: _open_stream(source, reconnect), f"stream {source}", open_timeout_s)
     path = Path(source)
+    name = display(path)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        try:
+            files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        except OSError as exc:
+            raise UserError(f"folder {name} cannot be listed ({exc.strerror}): check its permissions") from None
         if not files:
-            raise UserError(f"folder {path} has no images ({', '.join(sorted(IMAGE_SUFFIXES))}): give another folder")
-        return ImageSource(files, f"folder {path} ({len(files)} images)")
+            raise UserError(f"folder {name} has no images ({', '.join(sorted(IMAGE_SUFFIXES))}): give another folder")
+        return ImageSource(files, f"folder {name} ({len(files)} images)")
     if not path.exists():
-        raise UserError(f"source {path} does not exist: give a camera index, a video, an image, a folder or 'demo'")
+        raise UserError(f"source {name} does not exist: give a camera index, a video, an image, a folder or 'demo'")
     if not os.access(path, os.R_OK):
-        raise UserError(f"source {path} is not readable: check its permissions")
-    if path.suffix.lower() in IMAGE_SUFFIXES:
-        if cv2.imread(str(path), cv2.IMREAD_UNCHANGED) is None:
-            raise UserError(f"image {path} does not decode: it is empty, truncated or not an image")
-        return ImageSource([path], f"image {path}")
-    cap = cv2.VideoCapture(str(path))
-    ok, first = cap.read() if cap.isOpened() else (False, None)
-    if not ok:
+        raise UserError(f"source {name} is not readable: check its permissions")
+    regular = stat.S_ISREG(os.stat(path).st_mode)
+    if path.suffix.lower() in IMAGE_SUFFIXES and regular:
+        try:
+            read_image(path)
+        except ImageError as exc:
+            raise UserError(f"image {name} {exc}") from None
+        return ImageSource([path], f"image {name}")
+    return open_interruptibly(lambda: _open_video(path), f"video {name}", open_timeout_s)
+
+
+def _open_stream(url: str, reconnect: int) -> LiveSource:
+    cap = cv2.VideoCapture(url)
+    if not cap.isOpened():
         cap.release()
-        raise UserError(f"{path} does not decode as a video or image: give a playable video file")
-    return VideoSource(cap, f"video {path}", first)
+        raise UserError(f"could not open stream {url}: check the URL and that the server is reachable")
+    cap.release()
+    return LiveSource(lambda: cv2.VideoCapture(url), f"stream {url}", reconnect)
