@@ -17,6 +17,7 @@ import numpy as np
 
 from runtime.cli_support import UserError
 from runtime.faces import Faces
+from runtime.image import ImageError, read_image
 
 
 def default_emoji_dir() -> Path:
@@ -38,9 +39,12 @@ def load_emoji(emoji_dir: str | Path | None, labels: Sequence[str]) -> dict[str,
         raise UserError(f"emoji folder {folder} lacks {', '.join(f'{m}.png' for m in missing)}: add one PNG per label")
     out = {}
     for name in labels:
-        img = cv2.imread(str(folder / f"{name}.png"), cv2.IMREAD_UNCHANGED)
-        if img is None:
-            raise UserError(f"{folder / f'{name}.png'} does not decode as an image: replace it with a PNG")
+        try:
+            img = read_image(folder / f"{name}.png")  # 16-bit and float PNGs become 8-bit, any file name works
+        except ImageError as exc:
+            raise UserError(f"{folder / f'{name}.png'} {exc}: replace it with a PNG") from None
+        if img.ndim == 3 and img.shape[2] == 1:
+            img = img[..., 0]
         if img.ndim == 2:
             img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGRA)
         elif img.shape[2] == 3:

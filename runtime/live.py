@@ -95,7 +95,7 @@ def _camera_present(index: int = 0) -> bool:
         cap.release()
 
 
-class _Stop(Exception):
+class _Stop(BaseException):  # not an Exception: no "except Exception" on the way may swallow it
     """Raised by the signal handler to leave the frame loop cleanly."""
 
 

@@ -32,7 +32,7 @@ from runtime.image import ImageError, encode_image
 VIDEO_FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}  # container -> codec
 MPEG4_MAX_SIDE = 8191  # MPEG-4 Part 2 codes frame sides in 13 bits; FFmpeg also refuses 1-pixel sides
 LOW_SPACE_BYTES = 1 << 20  # free space below which a failed write is put down to a full disk
-CHECK_EVERY = 16  # video frames between checks that the temporary file is still there and growing
+CHECK_EVERY = 16  # video frames between checks that the temporary file is still there, with room to grow
 
 
 class OutputError(ValueError):
@@ -111,7 +111,7 @@ def _failure_cause(path: Path, exc: OSError | None = None) -> str:
         pass
     limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
     if limit != resource.RLIM_INFINITY:
-        return f"the file-size limit (ulimit -f, {limit} bytes) or a write error stopped it ({display(path)})"
+        return f"file too large for the file-size limit (ulimit -f: {limit} bytes) ({display(path)})"
     return f"the writer failed ({display(path)})"
 
 
@@ -329,7 +329,6 @@ class VideoWriter:
         self._writer = None
         self._tmp: _TempFile | None = None
         self._dir_fd: int | None = None
-        self._last_size = 0
 
     def write(self, frame: np.ndarray) -> None:
         """Append a BGR frame (resized to the first frame's size if it differs).
@@ -365,18 +364,19 @@ class VideoWriter:
             raise OutputError(f"cannot write video {display(self.path)}: {cause}")
 
     def _check(self) -> None:
-        """Fail early when the file vanished, stopped growing, or the disk is full."""
+        """Fail early when the file vanished, the disk is full or the file-size limit is reached
+        (the writer itself would go on silently, and the run would end with an unplayable file)."""
         try:
             size = os.stat(self._tmp.path).st_size
         except OSError as exc:
             self._abandon()
             raise OutputError(f"could not write {display(self.path)}: {_failure_cause(self.path, exc)}") from None
-        grew, self._last_size = size > self._last_size, size
         full = False
         with contextlib.suppress(OSError):
             st = os.statvfs(self._tmp.path.parent)
             full = st.f_bavail * st.f_frsize == 0
-        if full or (not grew and self.frames >= 4 * CHECK_EVERY):
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if full or (limit != resource.RLIM_INFINITY and size >= limit):
             self._abandon()
             raise OutputError(f"could not write {display(self.path)}: {_failure_cause(self.path)}")
 

@@ -209,7 +209,7 @@ BAD_INPUT = [
     ("provider-cuda", {"--provider": "cuda"}, ["cuda", "pip install"]),
     ("max-frames-0", {"--max-frames": "0"}, ["--max-frames"]),
     ("bad-output-suffix", {"--output": "{tmp}/o.gif"}, ["o.gif", "suffix"]),
-    ("scale-factor-1", {"--scale-factor": "1.0"}, ["scale factor", "> 1"]),
+    ("scale-factor-1", {"--scale-factor": "1.0"}, ["--scale-factor", "[1.01, 3]"]),
     ("unknown-flag", {"--frobnicate": True}, ["unrecognized arguments", "--frobnicate"]),
 ]
 
@@ -246,7 +246,16 @@ def test_bad_input(flags: dict, needles: list[str], tmp_path: Path, video_path: 
 # ---- signals: stop cleanly, outputs complete and in step ------------------------------------------
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def partial(folder: Path, name: str) -> Path | None:
+    """The temporary file an output is written to until it is finalised (``.NAME.partial-XXXX.SUFFIX``)."""
+    found = sorted(folder.glob(f".{name}.partial-*"))
+    return found[0] if found else None
+
+
+STOP_SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT]
+
+
+@pytest.mark.parametrize("sig", STOP_SIGNALS, ids=[s.name for s in STOP_SIGNALS])
 def test_signal_stops_cleanly(sig: signal.Signals, video_path: Path, tmp_path: Path):
     video, jsonl = tmp_path / "out.mp4", tmp_path / "out.jsonl"
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
@@ -255,7 +264,8 @@ def test_signal_stops_cleanly(sig: signal.Signals, video_path: Path, tmp_path: P
          "--jsonl", str(jsonl)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
     try:
         deadline = time.monotonic() + 90
-        while not (jsonl.exists() and jsonl.read_text().count("\n") >= 8):
+        while not ((tmp := partial(tmp_path, jsonl.name)) and tmp.read_text().count("\n") >= 8):
+            assert not jsonl.exists(), "the JSON Lines file is in place before the run is finalised"
             assert proc.poll() is None, proc.communicate()[1][-2000:]
             assert time.monotonic() < deadline, "no JSON lines after 90 s"
             time.sleep(0.05)
@@ -276,6 +286,7 @@ def test_signal_stops_cleanly(sig: signal.Signals, video_path: Path, tmp_path: P
     frames = read_video(video)  # finalised: it decodes
     assert len(frames) == len(records)
     assert frames[0].shape == (360, 640, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl", "out.mp4"], "a temporary file was left"
 
 
 # ---- a real window, on a virtual X server ------------------------------------------------------------
@@ -314,41 +325,22 @@ def test_window_on_a_virtual_display(xvfb_display: str, video_path: Path):
     assert summary["frames"] == 20 and summary["stopped_by"] == "max frames"
 
 
-class SignallingFile:
-    """A JSON Lines file that sends ``sig`` to this process as its ``nth`` line is flushed: the moment
-    between a frame's JSON line and its video frame."""
-
-    def __init__(self, real, sig: signal.Signals, nth: int) -> None:  # noqa: ANN001
-        self.real, self.sig, self.nth, self.flushes = real, sig, nth, 0
-
-    def write(self, text: str) -> int:
-        return self.real.write(text)
-
-    def flush(self) -> None:
-        self.real.flush()
-        self.flushes += 1
-        if self.flushes == self.nth:
-            os.kill(os.getpid(), self.sig)  # its handler runs before this method returns
-
-    def close(self) -> None:
-        self.real.close()
-
-
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_between_json_line_and_video_frame_keeps_them_in_step(
         sig: signal.Signals, video_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture):
-    from runtime import live
+    """A signal that arrives just after a frame's JSON line is written, before its video frame."""
+    from runtime import live, outputs
 
     video, jsonl = tmp_path / "out.mp4", tmp_path / "out.jsonl"
-    real_open = Path.open
+    real_write = outputs.JsonlWriter.write
 
-    def open_(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
-        handle = real_open(self, *args, **kwargs)
-        writing = "w" in (args[0] if args else kwargs.get("mode", "r"))
-        return SignallingFile(handle, sig, nth=4) if self == jsonl and writing else handle
+    def write(self, record: dict) -> None:
+        real_write(self, record)
+        if self.lines == 4:
+            os.kill(os.getpid(), sig)  # its handler runs before this method returns
 
-    monkeypatch.setattr(Path, "open", open_)
+    monkeypatch.setattr(outputs.JsonlWriter, "write", write)
     code = live.main(["--source", str(video_path), "--no-window", "--max-frames", "20", "--output", str(video),
                       "--jsonl", str(jsonl)])
     assert code == 0

@@ -91,10 +91,15 @@ def test_missing_file(tmp_path: Path):
         open_source(str(tmp_path / "missing.mp4"))
 
 
-def test_undecodable_image(tmp_path: Path):
+@pytest.mark.parametrize(("data", "words"), [
+    (b"GIF89a garbage, not a JPEG at all", "does not decode"),
+    (b"\xff\xd8\xff garbage", "truncated"),  # a JPEG header and nothing after it
+    (b"", "is empty"),
+], ids=["garbage", "jpeg-header-only", "empty"])
+def test_undecodable_image(data: bytes, words: str, tmp_path: Path):
     path = tmp_path / "broken.jpg"
-    path.write_bytes(b"\xff\xd8\xff garbage")
-    with pytest.raises(UserError, match="does not decode"):
+    path.write_bytes(data)
+    with pytest.raises(UserError, match=words):
         open_source(str(path))
 
 
