@@ -40,8 +40,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from runtime.cli_support import EXIT_FAILED, ArgumentParser, UserError, atomic_path, run_main
+from runtime.cli_support import EXIT_FAILED, SEED, THREADS, ArgumentParser, Number, UserError, atomic_path, run_main
 from runtime.pipeline import STAGES
+from trainer.cli_common import inference_errors, path_arg, terminate_as_interrupt, write_errors
 
 SCHEMA = "emocam-benchmark/1"  # bump when the meaning of a JSON field changes
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -60,6 +61,8 @@ ORIGINAL_MIN_NEIGHBORS = 5
 ORIGINAL_FACE_WH = (48, 48)
 ORIGINAL_LABELS = {0: "Angry", 1: "Disgusted", 2: "Fearful", 3: "Happy", 4: "Neutral", 5: "Sad", 6: "Surprised"}
 ORIGINAL_CASCADE = "haarcascade_frontalface_default.xml"
+FRAMES = Number(int, 1, 1_000_000)  # --frames / --original-frames: 1 to about 9 hours of 30 frames/s video
+MODEL_FIX = "give an .onnx model from export-onnx that runs in onnxruntime"  # the fix when a model fails to run
 STAGE_KEYS = ("decode", *STAGES, "other")  # project stage shares: decode, detect, classify, track, composite, other
 
 
@@ -76,7 +79,10 @@ def _flops_per_face(model: Path | None = None) -> int:
         import onnxruntime as ort
 
         meta = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).get_modelmeta()
-        passes = int(meta.custom_metadata_map.get("forward_passes", "1"))
+        text = meta.custom_metadata_map.get("forward_passes", "1")
+        if not text.isdigit() or int(text) < 1:
+            raise UserError(f"model {model} has forward_passes metadata {text[:40]!r}: re-export it with export-onnx")
+        passes = int(text)
     return 2 * MULTIPLY_ADDS * passes
 
 
@@ -434,6 +440,10 @@ def bench_models(
         for provider in providers:
             try:
                 predict, note = open_predictor(path, provider, threads)
+                with inference_errors(f"timing {path.name} on {provider}", MODEL_FIX):
+                    variant_runs = bench_batches(
+                        predict, x, mode.batches, mode.model, flops, gemm_gflops, provider == "cpu"
+                    )
             except UserError as exc:
                 if name == "fp32":
                     raise
@@ -441,7 +451,7 @@ def bench_models(
                 continue
             if note:
                 entry["note"] = note
-            for run in bench_batches(predict, x, mode.batches, mode.model, flops, gemm_gflops, provider == "cpu"):
+            for run in variant_runs:
                 runs.append({"variant": name, "provider": provider, **run})
                 log(f"{name} {provider} batch {run['batch']}: {run['p50_ms']:.2f} ms p50, "
                     f"{run['faces_per_s']:.0f} faces/s")
@@ -1089,37 +1099,33 @@ def _parser() -> ArgumentParser:
     p.add_argument("--quick", action="store_true", help="short run (well under 2 minutes): fewer batch sizes "
                    f"and iterations, the pipeline on {QUICK.frames} frames, the original loop on "
                    f"{QUICK.original_frames}")
-    p.add_argument("--model", type=Path, default=None, help="ONNX model (default: the shipped model); "
+    p.add_argument("--model", type=path_arg, default=None, help="ONNX model (default: the shipped model); "
                    "<stem>.fp16.onnx and <stem>.int8.onnx beside it are timed too")
     p.add_argument("--provider", choices=["auto", "cpu", "cuda"], default="auto",
                    help="onnxruntime provider(s): auto is CPU, plus CUDA when onnxruntime has it")
-    p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: one per core)")
-    p.add_argument("--faces", type=Path, default=None,
+    p.add_argument("--threads", type=THREADS, default=0, help="onnxruntime intra-op threads (0: one per core)")
+    p.add_argument("--faces", type=path_arg, default=None,
                    help=f"FER2013-layout folder of real faces for the model runs (default: {DEFAULT_FACES}; "
                         "random images if missing)")
-    p.add_argument("--video", type=Path, action="append", default=[],
+    p.add_argument("--video", type=path_arg, action="append", default=[],
                    help=f"another clip to time (repeatable); {DEFAULT_CLIP} is always timed when present")
-    p.add_argument("--frames", type=int, default=None,
+    p.add_argument("--frames", type=FRAMES, default=None,
                    help="frames of each clip for the project pipeline (default: all; --quick: "
                         f"{QUICK.frames})")
-    p.add_argument("--original-frames", type=int, default=None,
+    p.add_argument("--original-frames", type=FRAMES, default=None,
                    help=f"frames of each clip for the original loop (default: all; --quick: {QUICK.original_frames})")
-    p.add_argument("--keras", type=Path, default=None,
+    p.add_argument("--keras", type=path_arg, default=None,
                    help="trained Keras weights (.keras or .weights.h5) for the Keras parts (default: random "
                         "weights, timing only)")
     p.add_argument("--no-keras", action="store_true", help="skip the Keras parts and the original loop")
-    p.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR, help="folder for the JSON and PNG")
-    p.add_argument("--seed", type=int, default=0, help="seed of the face sample and random matrices")
+    p.add_argument("--out-dir", type=path_arg, default=DEFAULT_OUT_DIR, help="folder for the JSON and PNG")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the face sample and random matrices")
     return p
 
 
 def _mode(args: Any) -> Mode:
     """The run mode with ``--frames`` / ``--original-frames`` applied."""
     base = QUICK if args.quick else FULL
-    for name in ("frames", "original_frames"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
     return replace(base, frames=args.frames or base.frames,
                    original_frames=args.original_frames or base.original_frames)
 
@@ -1133,6 +1139,11 @@ def _clip_paths(videos: Sequence[Path]) -> list[tuple[Path, bool]]:
     for v in videos:
         if not v.is_file():
             raise UserError(f"--video {v} does not exist: give a video file")
+        try:
+            str(v).encode("utf-8")
+        except UnicodeEncodeError:  # OpenCV's VideoCapture crashes (a segfault) on such a name
+            raise UserError(f"--video {v}: its file name is not valid UTF-8, which OpenCV cannot open: "
+                            "rename the file") from None
     default = _default_path(DEFAULT_CLIP)
     clips = [(default, True)] if default.is_file() else []
     if not clips:
@@ -1158,13 +1169,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """benchmark: model throughput and pipeline frames/s against the original notebook loop."""
     args = _parser().parse_args(argv)
     mode = _mode(args)
-    if args.threads < 0:
-        raise UserError("--threads must be >= 0")
     if args.keras is not None and not args.keras.is_file():
         raise UserError(f"--keras {args.keras} does not exist: give a .keras file from trainer-fit")
     clip_paths = _clip_paths(args.video)
     out_dir = _prepare_out_dir(args.out_dir)
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    terminate_as_interrupt()
 
     from runtime.classifier import EmotionClassifier, default_model_path
     from runtime.pipeline import Pipeline
@@ -1199,17 +1209,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     result["keras"] = {"skipped": env.skipped, "weights": weights, "device": env.device}
     if env.keras is not None:
         keras_model, weights = load_keras_model(args.keras)
-        result["keras"] = bench_keras(keras_model, x[0], mode.keras, weights, env.device)
+        with inference_errors(f"timing the Keras model {weights}", "give a .keras model from trainer-fit"):
+            result["keras"] = bench_keras(keras_model, x[0], mode.keras, weights, env.device)
     else:
         log(f"keras parts skipped: {env.skipped}")
-    result["pipeline"] = {"clips": [bench_clip(c, mode, make_pipeline, keras_model, env.skipped) for c in clips]}
+    with inference_errors("timing the pipeline on video", MODEL_FIX):
+        result["pipeline"] = {"clips": [bench_clip(c, mode, make_pipeline, keras_model, env.skipped) for c in clips]}
 
     result["machine"]["load_avg_1m_end"] = _load_avg()
     result["targets"] = evaluate_targets(result)
     result["wall_s"] = _r(time.perf_counter() - t_start, 4)
     base = f"benchmark-{now.strftime('%Y%m%dT%H%M%SZ')}{'-quick' if mode.quick else ''}"
     result["files"] = {"json": f"{base}.json", "png": f"{base}.png"}
-    json_path, png_path = write_outputs(result, out_dir, base)
+    with write_errors(out_dir):
+        json_path, png_path = write_outputs(result, out_dir, base)
 
     print(format_table(result), file=sys.stderr)
     main_clip = _main_clip(result)

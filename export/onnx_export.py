@@ -17,16 +17,32 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from runtime.cli_support import EXIT_FAILED, ArgumentParser, UserError, atomic_path, check_output_path, run_main
+from runtime.cli_support import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    SEED,
+    ArgumentParser,
+    Number,
+    UserError,
+    atomic_path,
+    check_output_path,
+    run_main,
+)
 from runtime.contract import ContractError, ModelSpec
+from trainer.cli_common import first_line, inference_errors, path_arg, terminate_as_interrupt, write_errors
 
 OPSET = 17  # onnxruntime >= 1.14 runs it everywhere; tf2onnx 1.16+ writes it
+#: --opset range: QDQ per-channel INT8 needs 13; tf2onnx 1.17 writes at most 18 ("Opset 19 is not supported
+#: yet"). Checked here: 13 and 18 convert (plain and --tta flip-zoom), load in onnxruntime 1.32 and match Keras.
+OPSETS = Number(int, 13, 18)
+COUNTS = Number(int, 7, 100_000)  # --verify-count / --calib-count: at least one face per class; FER2013 has 35,887
+RERUN_FIX = "try another --opset, or leave the variant out"  # the fix when an exported graph fails to run
 INPUT_NAME = "pixels"  # stable graph input name: raw 0-255 grayscale faces, NHWC
 OUTPUT_NAME = "probs"  # stable graph output name: class probabilities
 FP32_ATOL = 1e-4  # max |keras - onnx| accepted for the fp32 export
@@ -180,16 +196,30 @@ def provenance(model_path: Path, opset: int, variant: str, tta: str = "none") ->
         ),
     }
     run = model_path.parent
-    if (run / "config.json").is_file():
-        cfg = json.loads((run / "config.json").read_text())
+    cfg = _run_json(run / "config.json")
+    if cfg is not None:
         meta["training_data"] = str(cfg.get("data", ""))
         meta["training_config"] = json.dumps(cfg, separators=(",", ":"))
-    if (run / "metrics.json").is_file():  # trainer-fit's report on the .keras model, without TTA
-        m = json.loads((run / "metrics.json").read_text())
-        split = m.get("split", "test")  # "val" for a run made with --no-test-eval
+    m = _run_json(run / "metrics.json")  # trainer-fit's report on the .keras model, without TTA
+    if m is not None:
+        split = str(m.get("split", "test"))  # "val" for a run made with --no-test-eval
         meta[f"source_{split}_accuracy"] = str(m.get("accuracy"))
         meta[f"source_{split}_split"] = f"{m.get('source', '')} (n={m.get('n')})"
     return meta
+
+
+def _run_json(path: Path) -> dict | None:
+    """A JSON object of the model's run folder, or None (with a warning when it exists but is damaged)."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = exc
+    if isinstance(data, dict):
+        return data
+    print(f"warning: {path} is damaged or unreadable; its provenance is left out of the metadata", file=sys.stderr)
+    return None
 
 
 def ort_session(path_or_bytes, threads: int = 0):  # noqa: ANN001, ANN201
@@ -268,6 +298,97 @@ def to_int8(fp32_path: Path, out_path: Path, calib: np.ndarray) -> None:
         pre.unlink(missing_ok=True)
 
 
+class _Rejected(Exception):
+    """A variant that does not agree with fp32 well enough (raised to skip its rename)."""
+
+
+def _measure(path: Path, faces: FaceSet, fp32_probs: np.ndarray, fp32: dict, fp32_fps: float, bound: float) -> dict:
+    """Agreement with fp32, accuracy and speed of the variant in ``path`` on the verification faces."""
+    with inference_errors(f"running the new {path.name} on {len(faces.x)} faces", RERUN_FIX, EXIT_FAILED):
+        session = ort_session(str(path))
+        got = compare(fp32_probs, run_onnx(session, faces.x), faces.y)
+        fps = faces_per_second(session, faces.x)
+    entry = {
+        "bytes": path.stat().st_size,
+        **got,
+        "min_agreement": bound,
+        "faces_per_s": round(fps, 1),
+        "speedup_vs_fp32": round(fps / fp32_fps, 2),
+    }
+    if faces.y is not None:
+        entry["accuracy_delta_points"] = round(100 * (got["accuracy"] - fp32["accuracy"]), 2)
+    return entry
+
+
+def write_verified(path: Path, make: Callable[[Path], None], measure: Callable[[Path], dict], bound: float) -> dict:
+    """Make a variant in a temporary file beside ``path``, verify it, and only then rename it into place.
+
+    An interruption (Ctrl-C, SIGTERM) or a crash before the rename leaves no file at ``path`` from
+    this run and removes the temporary: nothing unverified is ever where a reader would load it.
+
+    Args:
+        path: The final file.
+        make: Writes the variant into the path it is given.
+        measure: Measures the file it is given against fp32 (see :func:`_measure`).
+        bound: The argmax agreement the variant must reach.
+
+    Returns:
+        The measurement, with ``path`` set to the final file, or to None if the variant failed
+        its bound (then no file of this run is at ``path``, and an older one there is removed:
+        it belonged to the fp32 model just replaced).
+    """
+    try:
+        with write_errors(path), atomic_path(path) as tmp:
+            with inference_errors(f"making {path.name}", RERUN_FIX, EXIT_FAILED):
+                make(tmp)
+            entry = measure(tmp)
+            if entry["argmax_agreement"] < bound:
+                raise _Rejected
+    except _Rejected:
+        path.unlink(missing_ok=True)
+        return {"path": None, **entry}
+    return {"path": str(path), **entry}
+
+
+def _keras_reference(model, faces: FaceSet, tta: str) -> np.ndarray:  # noqa: ANN001
+    """Keras's probabilities of the verification faces (the reference fp32 must match)."""
+    with inference_errors(f"running the Keras model on {len(faces.x)} faces"):
+        return np.concatenate(
+            [np.asarray(forward(model, faces.x[i : i + 256], tta)) for i in range(0, len(faces.x), 256)]
+        )
+
+
+def _convert(model, spec: ModelSpec, model_path: Path, opset: int, tta: str):  # noqa: ANN001, ANN202
+    """:func:`convert` plus metadata and the full ONNX check; a converter failure is one line."""
+    import onnx
+
+    try:
+        proto = convert(model, spec, opset, tta)
+        set_metadata(proto, {**spec.to_metadata(), **provenance(model_path, opset, "fp32", tta)})
+        onnx.checker.check_model(proto, full_check=True)
+    except (UserError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # tf2onnx and the ONNX checker raise many types
+        raise UserError(
+            f"conversion to ONNX (opset {opset}) failed: {first_line(exc)}: try the default --opset {OPSET}",
+            exit_code=EXIT_FAILED,
+        ) from None
+    return proto
+
+
+def _check_inputs(model_path: Path, output: Path, tta: str) -> None:
+    """Refuse a missing model, an unknown ``tta`` or an output that cannot be written, before any work."""
+    if tta not in TTA_VIEWS:
+        raise UserError(f"--tta {tta} is unknown: choose one of {', '.join(TTA_VIEWS)}")
+    if model_path.is_dir():
+        raise UserError(f"model {model_path} is a folder: give a .keras file from trainer-fit")
+    if not model_path.is_file():
+        raise UserError(f"model {model_path} does not exist: give a .keras file from trainer-fit")
+    check_output_path(output, "output")
+    if output.suffix.lower() != ".onnx":
+        raise UserError(f"output {output} must end in .onnx")
+
+
 def export(
     model_path: Path,
     output: Path,
@@ -282,48 +403,30 @@ def export(
     seed: int = 0,
     tta: str = "none",
 ) -> dict:
-    """Export, describe and verify; returns the report. Raises :class:`UserError` on failure."""
-    from trainer.model import load_model, read_spec
+    """Export, describe and verify; returns the report. Raises :class:`UserError` on failure.
+
+    Every file is written to a temporary file beside its destination and renamed into place
+    only once verified: the fp32 model against Keras, each variant against fp32.
+    """
+    from trainer.model import check_against_spec, load_model, read_spec
 
     model_path, output = Path(model_path), Path(output)
-    if tta not in TTA_VIEWS:
-        raise UserError(f"--tta {tta} is unknown: choose one of {', '.join(TTA_VIEWS)}")
-    if not model_path.is_file():
-        raise UserError(f"model {model_path} does not exist: give a .keras file from trainer-fit")
-    check_output_path(output, "output")
-    if output.suffix.lower() != ".onnx":
-        raise UserError(f"output {output} must end in .onnx")
+    _check_inputs(model_path, output, tta)
     try:
         spec = ModelSpec(labels=tuple(labels)) if labels else read_spec(model_path)
     except ContractError as exc:
         raise UserError(f"--labels: {exc}") from None
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     model = load_model(model_path)
-    in_shape = tuple(model.input_shape[1:])
-    if in_shape != spec.input_shape:
-        raise UserError(
-            f"model takes input {in_shape} but the contract says {spec.input_shape}: "
-            "export a model built by trainer-fit"
-        )
-    n_out = model.output_shape[-1]
-    if n_out != spec.num_classes:
-        raise UserError(
-            f"model has {n_out} outputs but {spec.num_classes} labels {list(spec.labels)}: give matching --labels"
-        )
+    check_against_spec(model, spec, model_path)
 
     t0 = time.perf_counter()
-    proto = convert(model, spec, opset, tta)
-    set_metadata(proto, {**spec.to_metadata(), **provenance(model_path, opset, "fp32", tta)})
-    import onnx
-
-    onnx.checker.check_model(proto, full_check=True)
-
+    proto = _convert(model, spec, model_path, opset, tta)
     faces = load_faces(verify_dir, verify_count, spec, seed, "verification")
-    keras_probs = np.concatenate(
-        [np.asarray(forward(model, faces.x[i : i + 256], tta)) for i in range(0, len(faces.x), 256)]
-    )
-    fp32_session = ort_session(proto.SerializeToString())
-    fp32_probs = run_onnx(fp32_session, faces.x)
+    keras_probs = _keras_reference(model, faces, tta)
+    with inference_errors(f"running the exported model on {len(faces.x)} faces", RERUN_FIX, EXIT_FAILED):
+        fp32_session = ort_session(proto.SerializeToString())
+        fp32_probs = run_onnx(fp32_session, faces.x)
     fp32 = compare(keras_probs, fp32_probs, faces.y)
     report: dict = {
         "source": str(model_path),
@@ -345,57 +448,68 @@ def export(
             f"argmax agreement {fp32['argmax_agreement']:.4f} (need 1.0); nothing written",
             exit_code=EXIT_FAILED,
         )
-    with atomic_path(output) as tmp:
+    import onnx
+
+    with write_errors(output), atomic_path(output) as tmp:
         onnx.save(proto, tmp)
     report["fp32"]["bytes"] = output.stat().st_size
-    fp32_fps = faces_per_second(fp32_session, faces.x)
+    with inference_errors(f"timing the exported {output.name}", RERUN_FIX, EXIT_FAILED):
+        fp32_fps = faces_per_second(fp32_session, faces.x)
     report["fp32"]["faces_per_s"] = round(fp32_fps, 1)
 
-    variants = []
-    if fp16:
-        path = output.with_name(output.stem + ".fp16.onnx")
-        half = to_fp16(proto)
-        set_metadata(half, provenance(model_path, opset, "fp16", tta))
-        with atomic_path(path) as tmp:
-            onnx.save(half, tmp)
-        variants.append(("fp16", path, FP16_MIN_AGREEMENT))
-    if int8:
-        path = output.with_name(output.stem + ".int8.onnx")
-        calib = load_faces(calib_dir, calib_count, spec, seed + 1, "calibration")
-        with atomic_path(path) as tmp:
-            to_int8(output, tmp, calib.x)
-            q = onnx.load(tmp)
-            set_metadata(q, provenance(model_path, opset, "int8", tta))
-            onnx.save(q, tmp)
-        report["int8_calibration"] = {"faces": len(calib.x), "source": calib.source}
-        variants.append(("int8", path, INT8_MIN_AGREEMENT))
+    def measure(bound: float) -> Callable[[Path], dict]:
+        return lambda path: _measure(path, faces, fp32_probs, fp32, fp32_fps, bound)
+
     failed = []
-    for name, path, bound in variants:
-        session = ort_session(str(path))
-        got = compare(fp32_probs, run_onnx(session, faces.x), faces.y)
-        fps = faces_per_second(session, faces.x)
-        entry = {
-            "path": str(path),
-            "bytes": path.stat().st_size,
-            **got,
-            "min_agreement": bound,
-            "faces_per_s": round(fps, 1),
-            "speedup_vs_fp32": round(fps / fp32_fps, 2),
-        }
-        if faces.y is not None:
-            entry["accuracy_delta_points"] = round(100 * (got["accuracy"] - fp32["accuracy"]), 2)
-        report[name] = entry
-        if got["argmax_agreement"] < bound:
-            failed.append(f"{name} agrees with fp32 on {got['argmax_agreement']:.3f} of faces (need {bound})")
-            path.unlink()
-            entry["path"] = None
+    if fp16:
+        report["fp16"] = write_verified(
+            output.with_name(output.stem + ".fp16.onnx"),
+            lambda tmp: _make_fp16(proto, tmp, provenance(model_path, opset, "fp16", tta)),
+            measure(FP16_MIN_AGREEMENT),
+            FP16_MIN_AGREEMENT,
+        )
+    if int8:
+        calib = load_faces(calib_dir, calib_count, spec, seed + 1, "calibration")
+        report["int8_calibration"] = {"faces": len(calib.x), "source": calib.source}
+        report["int8"] = write_verified(
+            output.with_name(output.stem + ".int8.onnx"),
+            lambda tmp: _make_int8(output, tmp, calib.x, provenance(model_path, opset, "int8", tta)),
+            measure(INT8_MIN_AGREEMENT),
+            INT8_MIN_AGREEMENT,
+        )
+    for name in ("fp16", "int8"):
+        entry = report.get(name)
+        if entry is not None and entry["path"] is None:
+            failed.append(
+                f"{name} agrees with fp32 on {entry['argmax_agreement']:.3f} of faces (need {entry['min_agreement']}); "
+                "not written"
+            )
     report["seconds"] = round(time.perf_counter() - t0, 1)
     report_path = output.with_name(output.stem + ".export.json")
-    with atomic_path(report_path) as tmp:
+    with write_errors(report_path), atomic_path(report_path) as tmp:
         tmp.write_text(json.dumps(report, indent=2))
     if failed:
         raise UserError("; ".join(failed) + f"; see {report_path}", exit_code=EXIT_FAILED)
     return report
+
+
+def _make_fp16(proto, path: Path, meta: dict[str, str]) -> None:  # noqa: ANN001
+    """Write the float16 variant of ``proto`` to ``path``."""
+    import onnx
+
+    half = to_fp16(proto)
+    set_metadata(half, meta)
+    onnx.save(half, path)
+
+
+def _make_int8(fp32_path: Path, path: Path, calib: np.ndarray, meta: dict[str, str]) -> None:
+    """Write the static INT8 variant of the fp32 file to ``path``, with its metadata."""
+    import onnx
+
+    to_int8(fp32_path, path, calib)
+    q = onnx.load(path)
+    set_metadata(q, meta)
+    onnx.save(q, path)
 
 
 def format_report(report: dict) -> str:
@@ -417,32 +531,31 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """export-onnx: convert a trained Keras model to a verified ONNX file."""
+def _parser() -> ArgumentParser:
     p = ArgumentParser(prog="export-onnx", description="Convert a trainer-fit .keras model to verified ONNX.")
-    p.add_argument("model", type=Path, help=".keras model from trainer-fit (e.g. runs/fer2013/best.keras)")
-    p.add_argument("--output", "-o", type=Path, default=Path("model.onnx"), help="ONNX file to write")
+    p.add_argument("model", type=path_arg, help=".keras model from trainer-fit (e.g. runs/fer2013/best.keras)")
+    p.add_argument("--output", "-o", type=path_arg, default=Path("model.onnx"), help="ONNX file to write")
     p.add_argument(
         "--labels", default=None, help="comma-separated class names in output order (default: read from the model)"
     )
-    p.add_argument("--opset", type=int, default=OPSET, help="ONNX opset")
+    p.add_argument("--opset", type=OPSETS, default=OPSET, help="ONNX opset")
     p.add_argument(
         "--verify-dir",
-        type=Path,
+        type=path_arg,
         default=_default_data("test"),
         help="FER2013-layout folder of real faces for verification",
     )
-    p.add_argument("--verify-count", type=int, default=700, help="faces used for verification")
+    p.add_argument("--verify-count", type=COUNTS, default=700, help="faces used for verification")
     p.add_argument("--fp16", action="store_true", help="also write <output>.fp16.onnx (float16 weights)")
     p.add_argument("--int8", action="store_true", help="also write <output>.int8.onnx (static INT8, QDQ)")
     p.add_argument(
         "--calib-dir",
-        type=Path,
+        type=path_arg,
         default=_default_data("train"),
         help="FER2013-layout folder of real training faces for INT8 calibration",
     )
-    p.add_argument("--calib-count", type=int, default=700, help="faces used for INT8 calibration")
-    p.add_argument("--seed", type=int, default=0, help="seed of the face samples")
+    p.add_argument("--calib-count", type=COUNTS, default=700, help="faces used for INT8 calibration")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the face samples")
     p.add_argument(
         "--tta",
         choices=list(TTA_VIEWS),
@@ -450,24 +563,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="test-time augmentation inside the graph: flip = 2 passes per face, flip-zoom = 6",
     )
     p.add_argument("--tta-flip", dest="tta", action="store_const", const="flip", help="same as --tta flip")
-    args = p.parse_args(argv)
-    if args.verify_count < 7 or args.calib_count < 7:
-        raise UserError("--verify-count and --calib-count must be at least 7")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """export-onnx: convert a trained Keras model to a verified ONNX file."""
+    args = _parser().parse_args(argv)
     labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
-    report = export(
-        args.model,
-        args.output,
-        labels,
-        args.opset,
-        args.verify_dir,
-        args.verify_count,
-        args.fp16,
-        args.int8,
-        args.calib_dir,
-        args.calib_count,
-        args.seed,
-        args.tta,
-    )
+    terminate_as_interrupt()
+    try:
+        report = export(
+            args.model,
+            args.output,
+            labels,
+            args.opset,
+            args.verify_dir,
+            args.verify_count,
+            args.fp16,
+            args.int8,
+            args.calib_dir,
+            args.calib_count,
+            args.seed,
+            args.tta,
+        )
+    except KeyboardInterrupt as exc:
+        how = f" by {exc.args[0]}" if exc.args else ""
+        raise UserError(
+            f"interrupted{how}: files already verified are in place, nothing unverified was left: run it again",
+            exit_code=EXIT_INTERRUPTED,
+        ) from None
     print(format_report(report), file=sys.stderr)
     print(json.dumps({k: report[k] for k in ("fp32", "fp16", "int8") if k in report}))
     return 0

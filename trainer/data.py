@@ -15,8 +15,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from runtime.cli_support import UserError
+from runtime.cli_support import UserError, os_error_text
 from runtime.contract import FER2013_CSV_LABELS, FER2013_LABELS
+from runtime.image import ImageError, read_image, to_gray
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")  # what a class folder may hold
 CSV_COLUMNS = ("emotion", "pixels", "Usage")  # header of the original fer2013.csv
@@ -55,9 +56,17 @@ class Split:
 
 
 def _read_gray(path: Path, size_hw: tuple[int, int]) -> np.ndarray | None:
-    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if img is None:
+    """One face as grayscale pixels of ``size_hw``, or None when the file cannot be used.
+
+    Reads through :func:`runtime.image.read_image` (bytes + ``imdecode``): any file name works,
+    including one that is not valid UTF-8, and a truncated JPEG or PNG counts as unreadable.
+    """
+    try:
+        img = read_image(path, cv2.IMREAD_GRAYSCALE)
+    except ImageError:
         return None
+    if img.ndim != 2:
+        img = to_gray(img)
     if img.shape != size_hw:
         img = cv2.resize(img, size_hw[::-1], interpolation=cv2.INTER_AREA)
     return img
@@ -85,6 +94,16 @@ def load_folder_split(
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"data folder {folder} does not exist: give the FER2013 folder with train/ and test/")
+    try:
+        return _read_folder(folder, labels, size_hw, limit_per_class, seed)
+    except OSError as exc:  # a class folder that cannot be listed
+        raise UserError(f"cannot read {folder}: {os_error_text(exc)}: check its permissions") from None
+
+
+def _read_folder(
+    folder: Path, labels: tuple[str, ...], size_hw: tuple[int, int], limit_per_class: int | None, seed: int
+) -> Split:
+    """The body of :func:`load_folder_split`, once ``folder`` is known to exist."""
     found = sorted(p.name for p in folder.iterdir() if p.is_dir())
     missing = [c for c in labels if c not in found]
     extra = [c for c in found if c not in labels]
@@ -130,6 +149,8 @@ def load_csv_split(path: Path, split: str, size_hw: tuple[int, int] = (48, 48), 
         UserError: The file is missing, has a wrong header, malformed rows, or no rows of the split.
     """
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"CSV {path} is a folder: give the path of fer2013.csv, or the FER2013 folder itself")
     if not path.is_file():
         raise UserError(f"CSV {path} does not exist: give the path of fer2013.csv")
     usage = CSV_SPLITS[split]
@@ -137,37 +158,54 @@ def load_csv_split(path: Path, split: str, size_hw: tuple[int, int] = (48, 48), 
     remap = np.asarray([FER2013_LABELS.index(name) for name in FER2013_CSV_LABELS])
     xs: list[np.ndarray] = []
     ys: list[int] = []
-    with path.open(newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None or tuple(h.strip() for h in header) != CSV_COLUMNS:
-            raise UserError(f"{path} has header {header}, expected {','.join(CSV_COLUMNS)} (the original fer2013.csv)")
-        for line_no, row in enumerate(reader, start=2):
-            if len(row) != 3 or row[2].strip() != usage:
-                continue
-            try:
-                label = int(row[0])
-                pixels = np.array(row[1].split(), dtype=np.int64)
-            except ValueError:
-                raise UserError(
-                    f"{path}:{line_no} is malformed: emotion must be an int, pixels space-separated 0-255"
-                ) from None
-            if (
-                not 0 <= label < len(FER2013_CSV_LABELS)
-                or pixels.size != n_pixels
-                or pixels.min() < 0
-                or pixels.max() > 255
-            ):
-                raise UserError(
-                    f"{path}:{line_no} has emotion {label} or {pixels.size} pixels: expected 0-6 and {n_pixels}"
-                )
-            xs.append(pixels.astype(np.uint8).reshape(size_hw))
-            ys.append(int(remap[label]))
-            if limit is not None and len(ys) >= limit:
-                break
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            for label, pixels in _csv_rows(fh, path, usage, n_pixels):
+                xs.append(pixels.astype(np.uint8).reshape(size_hw))
+                ys.append(int(remap[label]))
+                if limit is not None and len(ys) >= limit:
+                    break
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"{path} is not a UTF-8 text CSV (byte 0x{exc.object[exc.start]:02x} near offset {exc.start} "
+            "of a read block): give the original fer2013.csv"
+        ) from None
+    except csv.Error as exc:
+        raise UserError(f"{path} is not a readable CSV ({exc}): give the original fer2013.csv") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {os_error_text(exc)}") from None
     if not ys:
         raise UserError(f"{path} has no rows with Usage={usage}")
     return Split(np.stack(xs)[..., None], np.asarray(ys, dtype=np.int64), FER2013_LABELS, f"{path}:{usage}")
+
+
+def _csv_rows(fh, path: Path, usage: str, n_pixels: int):  # noqa: ANN001, ANN202 - a text file, a generator
+    """Yield ``(emotion, pixels)`` of the rows of one split, checking each.
+
+    Raises:
+        UserError: A wrong header or a malformed row.
+    """
+    reader = csv.reader(fh)
+    header = next(reader, None)
+    if header is None or tuple(h.strip() for h in header) != CSV_COLUMNS:
+        shown = str(header)[:120]
+        raise UserError(f"{path} has header {shown}, expected {','.join(CSV_COLUMNS)} (the original fer2013.csv)")
+    for line_no, row in enumerate(reader, start=2):
+        if len(row) != 3 or row[2].strip() != usage:
+            continue
+        try:
+            label = int(row[0])
+            pixels = np.array(row[1].split(), dtype=np.int64)
+        except ValueError:
+            raise UserError(
+                f"{path}:{line_no} is malformed: emotion must be an int, pixels space-separated 0-255"
+            ) from None
+        bad_pixels = pixels.size != n_pixels or pixels.min() < 0 or pixels.max() > 255
+        if not 0 <= label < len(FER2013_CSV_LABELS) or bad_pixels:
+            raise UserError(
+                f"{path}:{line_no} has emotion {label} or {pixels.size} pixels: expected 0-6 and {n_pixels}"
+            )
+        yield label, pixels
 
 
 def load_split(data: Path, split: str, limit_per_class: int | None = None, seed: int = 0) -> Split:
@@ -176,6 +214,10 @@ def load_split(data: Path, split: str, limit_per_class: int | None = None, seed:
     if data.suffix.lower() == ".csv":
         limit = None if limit_per_class is None else limit_per_class * len(FER2013_LABELS)
         return load_csv_split(data, split, limit=limit)
+    if data.is_file():
+        raise UserError(
+            f"data {data} is a file but not a .csv: give the FER2013 folder (with train/ and test/) or fer2013.csv"
+        )
     if not data.is_dir():
         raise UserError(f"data {data} does not exist: give the FER2013 folder (with train/ and test/) or fer2013.csv")
     return load_folder_split(data / split, limit_per_class=limit_per_class, seed=seed)

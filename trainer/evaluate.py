@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.cli_support import ArgumentParser, UserError, atomic_path, run_main
+from runtime.cli_support import SEED, ArgumentParser, UserError, atomic_path, run_main
+from trainer.cli_common import VAL_FRACTION, inference_errors, path_arg, write_errors
 from trainer.fit import FitConfig
 
 FIT_DEFAULTS = FitConfig()  # trainer-fit's defaults: --split val rebuilds its validation split
@@ -134,21 +135,32 @@ def predict_classes(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray: 
     return np.asarray(probs).argmax(axis=1)
 
 
+def score_model(model, split, name: str = "test") -> dict:  # noqa: ANN001
+    """The :func:`classification_report` of ``model`` on a :class:`trainer.data.Split`."""
+    report = classification_report(split.y, predict_classes(model, split.x), split.labels)
+    report["split"] = name
+    report["source"] = split.source
+    report["skipped_unreadable"] = split.skipped
+    return report
+
+
+def write_report(report: dict, out_dir: Path, name: str = "test") -> None:
+    """Write ``metrics.json`` and ``confusion_matrix.png`` into ``out_dir``, each atomically."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(report, indent=2))
+    plot_confusion(report, out_dir / "confusion_matrix.png", f"{name}: accuracy {report['accuracy']:.3f}")
+
+
 def evaluate_model(model, split, out_dir: Path | None = None, name: str = "test") -> dict:  # noqa: ANN001
     """Evaluate ``model`` on a :class:`trainer.data.Split`; optionally write metrics and PNG.
 
     Writes ``metrics.json`` and ``confusion_matrix.png`` into ``out_dir`` when given.
     """
-    report = classification_report(split.y, predict_classes(model, split.x), split.labels)
-    report["split"] = name
-    report["source"] = split.source
-    report["skipped_unreadable"] = split.skipped
+    report = score_model(model, split, name)
     if out_dir is not None:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out_dir / "metrics.json") as tmp:
-            tmp.write_text(json.dumps(report, indent=2))
-        plot_confusion(report, out_dir / "confusion_matrix.png", f"{name}: accuracy {report['accuracy']:.3f}")
+        write_report(report, out_dir, name)
     return report
 
 
@@ -167,13 +179,14 @@ class OnnxModel:
         return np.concatenate([self.classifier.predict(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """trainer-eval: evaluate a saved model on a FER2013 split."""
+def _parser() -> ArgumentParser:
     parser = ArgumentParser(
         prog="trainer-eval", description="Evaluate a saved .keras or exported .onnx model on a FER2013 split."
     )
-    parser.add_argument("model", type=Path, help="a .keras model saved by trainer-fit, or an .onnx from export-onnx")
-    parser.add_argument("data", type=Path, help="FER2013 folder (with train/ and test/) or fer2013.csv")
+    parser.add_argument(
+        "model", type=path_arg, help="a .keras model saved by trainer-fit, or an .onnx from export-onnx"
+    )
+    parser.add_argument("data", type=path_arg, help="FER2013 folder (with train/ and test/) or fer2013.csv")
     parser.add_argument(
         "--split",
         default="test",
@@ -181,28 +194,57 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="split to evaluate; val is the validation split trainer-fit carves from train (see --seed)",
     )
     parser.add_argument(
-        "--val-fraction", type=float, default=FIT_DEFAULTS.val_fraction, help="--split val: trainer-fit's fraction"
+        "--val-fraction",
+        type=VAL_FRACTION,
+        default=FIT_DEFAULTS.val_fraction,
+        help="--split val: trainer-fit's fraction",
     )
-    parser.add_argument("--seed", type=int, default=FIT_DEFAULTS.seed, help="--split val: trainer-fit's seed")
-    parser.add_argument("--out", type=Path, default=None, help="folder for metrics.json and confusion_matrix.png")
-    args = parser.parse_args(argv)
-    from trainer.data import load_split, train_val_split
-    from trainer.model import load_model, read_spec
+    parser.add_argument("--seed", type=SEED, default=FIT_DEFAULTS.seed, help="--split val: trainer-fit's seed")
+    parser.add_argument("--out", type=path_arg, default=None, help="folder for metrics.json and confusion_matrix.png")
+    return parser
 
-    onnx_model = OnnxModel(args.model) if args.model.suffix.lower() == ".onnx" else None
-    spec = onnx_model.spec if onnx_model is not None else read_spec(args.model)
-    if args.out is not None and not args.out.is_dir():
-        raise UserError(f"output folder {args.out} does not exist: create it first")
+
+def _check_out_folder(out: Path | None) -> None:
+    """Refuse an ``--out`` that is not an existing folder, before any work."""
+    if out is None:
+        return
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder: give a folder (the file is left as it is)")
+    if not out.is_dir():
+        raise UserError(f"output folder {out} does not exist: create it first")
+
+
+def _open_model(path: Path):  # noqa: ANN202 - an OnnxModel or a keras model
+    """The model and its spec; a ``.keras`` model is checked against its spec (input, classes)."""
+    from trainer.model import check_against_spec, load_model, read_spec
+
+    if path.suffix.lower() == ".onnx":
+        model = OnnxModel(path)
+        return model, model.spec
+    spec = read_spec(path)
+    model = load_model(path)
+    check_against_spec(model, spec, path)
+    return model, spec
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """trainer-eval: evaluate a saved model on a FER2013 split."""
+    args = _parser().parse_args(argv)
+    from trainer.data import load_split, train_val_split
+
+    _check_out_folder(args.out)
+    model, spec = _open_model(args.model)
     if args.split == "val":  # the same faces trainer-fit validated on: same data, fraction and seed
-        if not 0 < args.val_fraction < 0.5:
-            raise UserError(f"--val-fraction {args.val_fraction} is out of range: use trainer-fit's, e.g. 0.1")
         split = train_val_split(args.data, args.val_fraction, args.seed)[1]
     else:
         split = load_split(args.data, args.split)
     if tuple(split.labels) != spec.labels:
         raise UserError(f"model labels {list(spec.labels)} differ from the data's {list(split.labels)}")
-    model = onnx_model if onnx_model is not None else load_model(args.model)
-    report = evaluate_model(model, split, args.out, args.split)
+    with inference_errors(f"model {args.model} on {len(split)} faces"):
+        report = score_model(model, split, args.split)
+    if args.out is not None:
+        with write_errors(args.out):
+            write_report(report, args.out, args.split)
     print(format_report(report))
     if args.out is not None:
         print(f"wrote {args.out / 'metrics.json'} and {args.out / 'confusion_matrix.png'}", file=sys.stderr)

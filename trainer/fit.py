@@ -9,10 +9,12 @@ With ``--no-test-eval`` the test split is never read and ``metrics.json`` is the
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.cli_support import ArgumentParser, UserError, atomic_path, run_main
+from runtime.cli_support import SEED, ArgumentParser, Number, UserError, atomic_path, os_error_text, run_main
 from runtime.contract import ModelSpec
+from trainer.cli_common import VAL_FRACTION, first_line, terminate_as_interrupt
 from trainer.model import build_model, load_model, read_spec, save_model
 
 
@@ -54,45 +57,80 @@ class FitConfig:
     test_eval: bool = True  # score best.keras on the test split at the end (off while choosing a recipe)
 
 
+#: Bounds of every numeric setting: the flag's argparse ``type``, shown in ``--help``, and the check
+#: of a ``config.json`` read back by ``--resume``.
+BOUNDS: dict[str, Number] = {
+    "epochs": Number(int, 1, 10_000),
+    "batch_size": Number(int, 1, 8192),
+    "lr": Number(float, 0, 1, lo_open=True),
+    "warmup_epochs": Number(float, 0, 10_000),
+    "shift": Number(float, 0, 1),  # Keras' RandomTranslation takes at most the whole side
+    "rotate_deg": Number(float, 0, 180),
+    "zoom": Number(float, 0, 0.9),  # RandomZoom: 1 would zoom into a single pixel
+    "label_smoothing": Number(float, 0, 1),
+    "mixup": Number(float, 0, 10),
+    "val_fraction": VAL_FRACTION,
+    "seed": SEED,
+    "limit_per_class": Number(int, 2, 1_000_000),
+    "cpu_replicas": Number(int, 1, 64),
+    "swa_epochs": Number(int, 0, 10_000),
+}
+HISTORY_NUMBERS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")  # state.json history columns
+CHOICES = {"schedule": ("cosine", "constant"), "class_weights": ("none", "sqrt", "balanced")}
+
+
 def _parser() -> ArgumentParser:
     d = FitConfig()
+    b = BOUNDS
     p = ArgumentParser(prog="trainer-fit", description="Train the documented emotion CNN on FER2013.")
     p.add_argument(
         "--data", type=str, help="FER2013 folder with train/ and test/, or fer2013.csv (required unless --resume)"
     )
     p.add_argument("--out", default=d.out, help="run folder for checkpoints, logs and report")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="number of epochs")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size")
-    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (Adam)")
-    p.add_argument("--schedule", choices=["cosine", "constant"], default=d.schedule, help="learning-rate schedule")
-    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs, help="linear warm-up epochs")
+    p.add_argument("--epochs", type=b["epochs"], default=d.epochs, help="number of epochs")
+    p.add_argument("--batch-size", type=b["batch_size"], default=d.batch_size, help="global batch size")
+    p.add_argument("--lr", type=b["lr"], default=d.lr, help="peak learning rate (Adam)")
+    p.add_argument("--schedule", choices=CHOICES["schedule"], default=d.schedule, help="learning-rate schedule")
+    p.add_argument("--warmup-epochs", type=b["warmup_epochs"], default=d.warmup_epochs, help="linear warm-up epochs")
     p.add_argument("--no-augment", dest="augment", action="store_false", help="disable augmentation")
-    p.add_argument("--shift", type=float, default=d.shift, help="augmentation: max shift (fraction)")
-    p.add_argument("--rotate-deg", type=float, default=d.rotate_deg, help="augmentation: max rotation (degrees)")
-    p.add_argument("--zoom", type=float, default=d.zoom, help="augmentation: max zoom (fraction)")
+    p.add_argument("--shift", type=b["shift"], default=d.shift, help="augmentation: max shift (fraction)")
+    p.add_argument(
+        "--rotate-deg", type=b["rotate_deg"], default=d.rotate_deg, help="augmentation: max rotation (degrees)"
+    )
+    p.add_argument("--zoom", type=b["zoom"], default=d.zoom, help="augmentation: max zoom (fraction)")
     p.add_argument(
         "--class-weights",
-        choices=["none", "sqrt", "balanced"],
+        choices=CHOICES["class_weights"],
         default=d.class_weights,
         help="weight the loss per class by inverse frequency (sqrt: milder)",
     )
-    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="label smoothing")
+    p.add_argument("--label-smoothing", type=b["label_smoothing"], default=d.label_smoothing, help="label smoothing")
     p.add_argument(
-        "--mixup", type=float, default=d.mixup, help="mixup strength a (Beta(a, a) mixing weights), e.g. 0.2; 0 is off"
+        "--mixup",
+        type=b["mixup"],
+        default=d.mixup,
+        help="mixup strength a (Beta(a, a) mixing weights), e.g. 0.2; 0 is off",
     )
-    p.add_argument("--val-fraction", type=float, default=d.val_fraction, help="validation fraction of train")
-    p.add_argument("--seed", type=int, default=d.seed, help="random seed")
+    p.add_argument(
+        "--val-fraction", type=b["val_fraction"], default=d.val_fraction, help="validation fraction of train"
+    )
+    p.add_argument("--seed", type=b["seed"], default=d.seed, help="random seed")
     p.add_argument("--mixed-precision", action="store_true", help="float16 compute (GPU only)")
-    p.add_argument("--limit-per-class", type=int, default=None, help="read at most N faces per class (quick runs)")
+    p.add_argument(
+        "--limit-per-class", type=b["limit_per_class"], default=None, help="read at most N faces per class (quick runs)"
+    )
     p.add_argument("--init-from", default=None, help="start from the weights of this .keras model (fine-tuning)")
     p.add_argument("--tensorboard", action="store_true", help="write TensorBoard logs")
-    p.add_argument("--cpu-replicas", type=int, default=d.cpu_replicas, help="mirror over N logical CPUs (testing)")
+    p.add_argument(
+        "--cpu-replicas", type=b["cpu_replicas"], default=d.cpu_replicas, help="mirror over N logical CPUs (testing)"
+    )
     p.add_argument(
         "--swa-epochs",
-        type=int,
+        type=b["swa_epochs"],
         default=d.swa_epochs,
-        help="also write swa.keras, the mean weights of the last N epochs (use with --schedule constant)",
+        help="also write swa.keras, the mean weights of the last N epochs, N at most --epochs "
+        "(use with --schedule constant)",
     )
     p.add_argument(
         "--no-test-eval",
@@ -103,23 +141,46 @@ def _parser() -> ArgumentParser:
     return p
 
 
+def config_problem(cfg: FitConfig) -> str | None:
+    """What is wrong with a configuration's values (a bound, a type, a choice), or None.
+
+    The flags are checked by argparse with the same :data:`BOUNDS`; this also covers a
+    ``FitConfig`` built in Python or read back from a run's ``config.json``.
+    """
+    for field in dataclasses.fields(FitConfig):
+        value = getattr(cfg, field.name)
+        if field.name in BOUNDS:
+            if value is None and field.name == "limit_per_class":
+                continue
+            number = BOUNDS[field.name]
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or (number.kind is int and not isinstance(value, int))
+            ):
+                return f"{field.name} is {value!r}, not {'an integer' if number.kind is int else 'a number'}"
+            try:
+                number(repr(value))
+            except argparse.ArgumentTypeError as exc:
+                return f"{field.name}: {exc}"
+        elif field.name in CHOICES:
+            if value not in CHOICES[field.name]:
+                return f"{field.name} is {value!r}, not one of {', '.join(CHOICES[field.name])}"
+        elif isinstance(field.default, bool):
+            if not isinstance(value, bool):
+                return f"{field.name} is {value!r}, not true or false"
+        elif not (isinstance(value, str) or (value is None and field.name == "init_from")):
+            return f"{field.name} is {value!r}, not a string"
+    return None
+
+
 def _validate(cfg: FitConfig) -> None:
-    if cfg.epochs < 1 or cfg.batch_size < 1:
-        raise UserError("--epochs and --batch-size must be at least 1")
-    if not 0 < cfg.lr < 1:
-        raise UserError(f"--lr {cfg.lr} is out of range: use a value in (0, 1), e.g. 1e-3")
-    if not 0 < cfg.val_fraction < 0.5:
-        raise UserError(f"--val-fraction {cfg.val_fraction} is out of range: use (0, 0.5)")
-    if cfg.cpu_replicas < 1:
-        raise UserError("--cpu-replicas must be at least 1")
-    if min(cfg.shift, cfg.rotate_deg, cfg.zoom) < 0:
-        raise UserError("--shift, --rotate-deg and --zoom must be 0 (off) or more")
-    if not 0 <= cfg.mixup <= 10:
-        raise UserError(f"--mixup {cfg.mixup} is out of range: use 0 (off) to 10, e.g. 0.2")
-    if not 0 <= cfg.swa_epochs <= cfg.epochs:
+    """Refuse a configuration that breaks a bound or a rule between two settings."""
+    problem = config_problem(cfg)
+    if problem:
+        raise UserError(f"bad setting: {problem}")
+    if cfg.swa_epochs > cfg.epochs:
         raise UserError(f"--swa-epochs {cfg.swa_epochs} must be between 0 (off) and --epochs {cfg.epochs}")
-    if cfg.limit_per_class is not None and cfg.limit_per_class < 2:
-        raise UserError("--limit-per-class must be at least 2")
 
 
 def class_weight_map(y: np.ndarray, k: int, mode: str) -> dict[int, float] | None:
@@ -320,19 +381,153 @@ def _make_checkpoint_callback(files: RunFiles, spec: ModelSpec, state: dict, cfg
     return AtomicCheckpoint()
 
 
+def _damaged(run: Path, path: Path, why: str) -> UserError:
+    """The one-line error for a run file that cannot be used, with the two ways out."""
+    name = path.relative_to(run) if path.is_relative_to(run) else path
+    return UserError(
+        f"run folder {run}: {name} is damaged ({why}): start a new run with another --out, or restore the file"
+    )
+
+
+def read_json_object(path: Path, run: Path) -> dict:
+    """A run file that must hold one JSON object (``config.json``, ``checkpoints/state.json``).
+
+    Raises:
+        UserError: It cannot be read, is not UTF-8 JSON, or holds something other than an object.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise _damaged(run, path, f"cannot be read: {os_error_text(exc)}") from None
+    except UnicodeDecodeError:
+        raise _damaged(run, path, "not UTF-8 text") from None
+    if not text.strip():
+        raise _damaged(run, path, "empty")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _damaged(run, path, f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    if not isinstance(data, dict):
+        raise _damaged(run, path, f"a JSON {type(data).__name__}, not an object")
+    return data
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def state_problem(state: dict) -> str | None:
+    """What is wrong with a run's ``state.json`` (missing keys, wrong types), or None."""
+    for key, check, want in (
+        ("epoch", _is_int, "an integer"),
+        ("best_epoch", _is_int, "an integer"),
+        ("best_val_accuracy", _is_number, "a number"),
+    ):
+        if key not in state:
+            return f"no {key!r}"
+        if not check(state[key]) or state[key] < (-1 if key == "best_val_accuracy" else 0):
+            return f"{key} is {state[key]!r}, not {want} in range"
+    history = state.get("history")
+    if not isinstance(history, list) or len(history) != state["epoch"]:
+        return f"history is not a list of {state['epoch']} epochs"
+    for row in history:
+        if not isinstance(row, dict) or not all(_is_number(row.get(k)) for k in HISTORY_NUMBERS):
+            return f"history row {str(row)[:80]} lacks a number for one of {', '.join(HISTORY_NUMBERS)}"
+    return None
+
+
+def read_state(files: RunFiles) -> dict:
+    """The state of a run to resume (epoch, best so far, history).
+
+    Raises:
+        UserError: No checkpoint, or ``state.json`` is damaged.
+    """
+    if not files.state.is_file() or not files.last.is_file():
+        raise UserError(f"--resume: no checkpoint in {files.out / 'checkpoints'}: start the run without --resume")
+    state = read_json_object(files.state, files.out)
+    problem = state_problem(state)
+    if problem:
+        raise _damaged(files.out, files.state, problem)
+    return state
+
+
+def read_config(out: Path) -> FitConfig:
+    """The configuration of the run in ``out`` (its ``config.json``), for ``--resume``.
+
+    The run folder is the one given, even if it was moved since the run began.
+
+    Raises:
+        UserError: No ``config.json``, or it is damaged.
+    """
+    path = out / "config.json"
+    if not path.is_file():
+        raise UserError(f"--resume: no run in {out} (no config.json): start the run without --resume")
+    saved = read_json_object(path, out)
+    saved.pop("labels", None)
+    names = {f.name for f in dataclasses.fields(FitConfig)}
+    unknown = sorted(set(saved) - names)
+    if unknown:
+        raise _damaged(out, path, f"unknown setting(s) {', '.join(map(str, unknown))[:80]}")
+    if not isinstance(saved.get("data"), str) or not saved["data"]:
+        raise _damaged(out, path, "no data path")
+    cfg = dataclasses.replace(FitConfig(**saved), out=str(out))
+    problem = config_problem(cfg)
+    if problem:
+        raise _damaged(out, path, problem)
+    return cfg
+
+
+def check_run_folder(out: Path) -> None:
+    """Fail early, before reading any data, if ``out`` cannot be a run folder.
+
+    Raises:
+        UserError: ``out`` is empty, is a file, lies under a file, or cannot be written.
+    """
+    if not str(out).strip():
+        raise UserError("--out is empty: give a run folder")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder: choose another --out (the file is left as it is)")
+    existing = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise UserError(f"--out {out} lies under {existing}, which is a file: choose another --out")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".probe.", dir=existing)
+    except OSError as exc:
+        raise UserError(f"--out {out}: {os_error_text(exc, existing)}: choose a writable folder") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _copy_weights(model, path: Path) -> None:  # noqa: ANN001 - a keras model
+    """Start ``model`` from the weights of the ``.keras`` model in ``path`` (``--init-from``).
+
+    Raises:
+        UserError: The model does not load, or its layers differ from the documented CNN's.
+    """
+    try:
+        model.set_weights(load_model(path).get_weights())
+    except ValueError as exc:
+        raise UserError(
+            f"--init-from {path} is not the documented CNN ({first_line(exc, 120)}): give a model from trainer-fit"
+        ) from None
+
+
 def fit(cfg: FitConfig, resume: bool = False) -> dict:
     """Train (or resume) a run and write its report. Returns the test (or, without test_eval, val) metrics."""
     files = RunFiles(Path(cfg.out))
     _validate(cfg)
+    check_run_folder(files.out)
     if resume:
-        if not files.state.is_file() or not files.last.is_file():
-            raise UserError(f"--resume: no checkpoint in {files.out / 'checkpoints'}: start the run without --resume")
-        state = json.loads(files.state.read_text())
-        files.remove_stale_temporaries()
+        state = read_state(files)
     else:
         if files.state.is_file():
             raise UserError(f"{files.out} already holds a run: pass --resume to continue it, or choose another --out")
         state = {"epoch": 0, "best_val_accuracy": -1.0, "best_epoch": 0, "history": []}
+    init_spec = read_spec(Path(cfg.init_from)) if cfg.init_from and not resume else None
 
     from trainer.data import load_split, train_val_split
 
@@ -341,6 +536,10 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
     train, val = train_val_split(data, cfg.val_fraction, cfg.seed, cfg.limit_per_class)
     test = load_split(data, "test", cfg.limit_per_class, cfg.seed) if cfg.test_eval else None
     spec = ModelSpec(labels=train.labels)
+    if init_spec is not None and init_spec != spec:
+        raise UserError(
+            f"--init-from {cfg.init_from} has another model spec (labels or input): give a trainer-fit model"
+        )
     n_test, skipped = ("unread", train.skipped) if test is None else (len(test), train.skipped + test.skipped)
     print(
         f"data: {len(train)} train / {len(val)} val / {n_test} test faces from {data} "
@@ -349,6 +548,8 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
     )
 
     files.state.parent.mkdir(parents=True, exist_ok=True)
+    if resume:
+        files.remove_stale_temporaries()
     print(f"run folder: {files.out.resolve()}", file=sys.stderr)
     _write_json(files.config, {**dataclasses.asdict(cfg), "labels": list(spec.labels)})
 
@@ -368,9 +569,7 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
         else:
             model = build_model(spec)
             if cfg.init_from:
-                if read_spec(Path(cfg.init_from)) != spec:
-                    raise UserError(f"--init-from {cfg.init_from} has another model spec (labels or input)")
-                model.set_weights(load_model(Path(cfg.init_from)).get_weights())
+                _copy_weights(model, Path(cfg.init_from))
                 print(f"starting from the weights of {cfg.init_from}", file=sys.stderr)
             model.compile(
                 optimizer=make_optimizer(cfg, steps),
@@ -439,27 +638,36 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
     return report
 
 
+def _config_from_args(args: argparse.Namespace) -> FitConfig:
+    """The run's configuration: the flags, or ``config.json`` for ``--resume``."""
+    if args.resume:
+        return read_config(Path(args.out))
+    if not args.data:
+        raise UserError("--data is required: give the FER2013 folder (with train/ and test/) or fer2013.csv")
+    if args.init_from is not None and not args.init_from.strip():
+        raise UserError("--init-from is empty: give a .keras model from trainer-fit, or leave the flag out")
+    fields = {f.name for f in dataclasses.fields(FitConfig)}
+    return FitConfig(**{k: v for k, v in vars(args).items() if k in fields})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """trainer-fit: train the documented CNN on FER2013."""
     args = _parser().parse_args(argv)
-    if args.resume:
-        config_path = Path(args.out) / "config.json"
-        if not config_path.is_file():
-            raise UserError(f"--resume: no run in {args.out} (no config.json): start the run without --resume")
-        saved = json.loads(config_path.read_text())
-        saved.pop("labels", None)
-        cfg = FitConfig(**saved)
-    else:
-        if not args.data:
-            raise UserError("--data is required: give the FER2013 folder (with train/ and test/) or fer2013.csv")
-        fields = {f.name for f in dataclasses.fields(FitConfig)}
-        cfg = FitConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    if not args.out.strip():
+        raise UserError("--out is empty: give a run folder")
+    cfg = _config_from_args(args)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    terminate_as_interrupt()
+    resume_hint = f"continue with trainer-fit --out {cfg.out} --resume"
     try:
         fit(cfg, resume=args.resume)
     except KeyboardInterrupt:
+        raise UserError(f"interrupted; checkpoints are intact: {resume_hint}", exit_code=130) from None
+    except OSError as exc:
+        after = resume_hint if RunFiles(Path(cfg.out)).state.is_file() else "run it again"
         raise UserError(
-            f"interrupted; checkpoints are intact: continue with trainer-fit --out {cfg.out} --resume", exit_code=130
+            f"stopped by a failed file operation: {os_error_text(exc, exc.filename or cfg.out)}; finished files "
+            f"in {cfg.out} are intact: free some space or fix the cause, then {after}"
         ) from None
     return 0
 

@@ -7,10 +7,11 @@ first layer, so training and serving can never disagree about it.
 from __future__ import annotations
 
 import json
+import tempfile
 import zipfile
 from pathlib import Path
 
-from runtime.cli_support import UserError
+from runtime.cli_support import UserError, os_error_text
 from runtime.contract import ContractError, ModelSpec
 
 SPEC_MEMBER = "emocam_model_spec.json"  # extra member of the .keras zip holding the ModelSpec
@@ -79,6 +80,8 @@ def read_spec(path: Path) -> ModelSpec:
         UserError: The file is not a ``.keras`` archive or holds no spec.
     """
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"model {path} is a folder: give the path of a .keras file from trainer-fit")
     if not path.is_file():
         raise UserError(f"model {path} does not exist: give the path of a .keras file from trainer-fit")
     try:
@@ -100,6 +103,26 @@ def read_spec(path: Path) -> ModelSpec:
         raise UserError(f"{path} holds a broken model spec: {exc}") from None
 
 
+def check_against_spec(model, spec: ModelSpec, path: Path) -> None:  # noqa: ANN001 - a keras model
+    """Refuse a model whose input shape or class count differs from its spec.
+
+    Raises:
+        UserError: The model takes another input, or has another number of outputs than labels.
+    """
+    in_shape = tuple(model.input_shape[1:])
+    if in_shape != spec.input_shape:
+        raise UserError(
+            f"{path}: model takes input {in_shape} but the contract says {spec.input_shape}: "
+            "use a model built by trainer-fit"
+        )
+    n_out = model.output_shape[-1]
+    if n_out != spec.num_classes:
+        raise UserError(
+            f"{path}: model has {n_out} outputs but {spec.num_classes} labels {list(spec.labels)}: "
+            "give matching --labels or a model from trainer-fit"
+        )
+
+
 def load_model(path: Path, compile: bool = False):  # noqa: ANN201, A002 - keras' own name
     """Load a ``.keras`` model in safe mode (no arbitrary code from the file).
 
@@ -109,12 +132,19 @@ def load_model(path: Path, compile: bool = False):  # noqa: ANN201, A002 - keras
     import keras
 
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"model {path} is a folder: give the path of a .keras file from trainer-fit")
     if not path.is_file():
         raise UserError(f"model {path} does not exist: give the path of a .keras file from trainer-fit")
     if not zipfile.is_zipfile(path):
         raise UserError(f"{path} is not a Keras .keras model (not a zip archive)")
     try:
         return keras.saving.load_model(path, compile=compile, safe_mode=True)
+    except OSError as exc:  # Keras unpacks the archive into a temporary folder first
+        raise UserError(
+            f"{path} could not be loaded: {os_error_text(exc, exc.filename or tempfile.gettempdir())}: Keras "
+            "unpacks the model into the temporary folder: free some space there (or set TMPDIR to another folder)"
+        ) from None
     except Exception as exc:  # keras raises many types for a bad file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{path} could not be loaded as a Keras model: {first[:200]}") from None

@@ -6,6 +6,8 @@ import copy
 import importlib.util
 import json
 import math
+import os
+import shutil
 from pathlib import Path
 
 import cv2
@@ -117,3 +119,71 @@ def test_user_errors_are_one_line(tmp_path: Path, args: list[str], needle: str) 
     proc = run_cli("benchmarks", "--quick", "--out-dir", str(tmp_path), *args, timeout=120)
     assert_user_error(proc, 2, needle)
     assert not list(tmp_path.iterdir()), "nothing is written on a user error"
+
+
+BAD_FLAGS = [("--seed", "-1"), ("--threads", "1e20"), ("--threads", "5000"), ("--threads", "-1"),
+             ("--frames", "1e20"), ("--original-frames", "0"), ("--original-frames", "nan")]
+
+
+@pytest.mark.parametrize(("flag", "value"), BAD_FLAGS, ids=[f"{f}={v}" for f, v in BAD_FLAGS])
+def test_numeric_flags_are_bounded(tmp_path: Path, flag: str, value: str) -> None:
+    from benchmarks.run import FRAMES
+    from runtime.cli_support import SEED, THREADS
+
+    bounds = {"--seed": SEED, "--threads": THREADS}.get(flag, FRAMES).bounds_text.removeprefix("range ")
+    proc = run_cli("benchmarks", "--quick", "--out-dir", str(tmp_path), f"{flag}={value}", timeout=120)
+    assert_user_error(proc, 2, flag, bounds)
+    assert not list(tmp_path.iterdir())
+
+
+def test_help_names_the_bounds() -> None:
+    proc = run_cli("benchmarks", "--help", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stdout.split())
+    for needle in ("--threads", "[0, 256]", "--seed", "[0, 4294967295]", "--frames", "[1, 1000000]"):
+        assert needle in text, needle
+
+
+def test_hostile_paths_are_one_line(tmp_path: Path, video_path: Path) -> None:
+    odd = tmp_path / os.fsdecode(b"clip-\xff.mp4")  # OpenCV's VideoCapture crashes on a name that is not UTF-8
+    shutil.copy(video_path, odd)
+    (tmp_path / "file").write_text("a file")
+    for args, needle in [
+        (["--out-dir", ""], "empty path"),
+        (["--model", ""], "empty path"),
+        (["--out-dir", str(tmp_path / "file")], "--out-dir"),
+        (["--video", str(odd)], "not valid UTF-8"),
+        (["--model", str(tmp_path / "file")], "not a loadable ONNX model"),
+    ]:
+        proc = run_cli("benchmarks", "--quick", "--no-keras", *args, timeout=120)
+        assert_user_error(proc, 2, needle)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["file", odd.name])
+
+
+def test_model_that_fails_to_run_is_one_line(tmp_path: Path, video_path: Path) -> None:
+    from tests.trainer.test_cli import _failing_onnx
+
+    model = _failing_onnx(tmp_path / "bad.onnx")
+    out = tmp_path / "out"
+    proc = run_cli("benchmarks", "--quick", "--no-keras", "--model", str(model), "--out-dir", str(out), timeout=300)
+    assert_user_error(proc, 2, "bad.onnx", "failed", "reshape")
+    assert not list(out.iterdir())
+
+
+def test_out_of_disk_is_one_line_and_keeps_latest(tmp_path: Path, video_path: Path) -> None:
+    import resource
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    def limit() -> None:  # a 4 kB file-size limit (ulimit -f): the chart does not fit
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    (tmp_path / "latest.json").write_text('{"old": true}\n')
+    args = [sys.executable, "-m", "benchmarks", "--quick", "--no-keras", "--frames", "5", "--out-dir", str(tmp_path)]
+    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=QUICK_TIMEOUT_S, preexec_fn=limit,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert_user_error(proc, 2, "could not write", "file too large")
+    assert [p.name for p in tmp_path.iterdir()] == ["latest.json"]  # no temporary, the old result kept
+    assert (tmp_path / "latest.json").read_text() == '{"old": true}\n'

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import assert_user_error, run_cli
+from tests.conftest import ROOT, assert_user_error, run_cli
 
 pytestmark = pytest.mark.tf
 pytest.importorskip("tensorflow")
@@ -187,3 +192,61 @@ def test_tta_flip_zoom_matches_six_views_made_with_opencv(tiny_run: Path, fer_di
     want = np.mean([np.asarray(model(v, training=False)) for v in stack], axis=0)
     np.testing.assert_allclose(probs, want, atol=1e-4)
     assert not np.allclose(probs, np.asarray(model(faces, training=False)), atol=1e-3)  # the views matter
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_interrupted_int8_leaves_no_unverified_file(tiny_run: Path, fer_dir: Path, tmp_path: Path, sig) -> None:  # noqa: ANN001
+    """A signal while the INT8 variant is being made: no int8 file where the runtime would load it, no temporary."""
+    out = tmp_path / "m.onnx"
+    args = [sys.executable, "-m", "export", str(tiny_run / "best.keras"), "--output", str(out), "--int8",
+            "--verify-dir", str(fer_dir / "test"), "--verify-count", "70", "--calib-dir", str(fer_dir / "train"),
+            "--calib-count", "700"]
+    proc = subprocess.Popen(args, cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 280
+    signalled = False
+    while time.monotonic() < deadline and proc.poll() is None:
+        if list(tmp_path.glob(".m.int8.onnx.*")):  # the INT8 temporary exists: quantization has begun
+            proc.send_signal(sig)
+            signalled = True
+            break
+        time.sleep(0.005)
+    _, err = proc.communicate(timeout=120)
+    assert signalled, f"the export ended before it made its INT8 temporary: {err[-2000:]}"
+    assert_user_error(subprocess.CompletedProcess(args, proc.returncode, "", err), 130, "interrupted")
+    assert not (tmp_path / "m.int8.onnx").exists(), "an unverified INT8 file was left where it would be loaded"
+    assert not list(tmp_path.glob(".*")), sorted(p.name for p in tmp_path.iterdir())
+    onnx.checker.check_model(onnx.load(out), full_check=True)  # the fp32 file, verified before, is whole
+
+
+@pytest.mark.parametrize("source", ["trainer-fit", "plain-keras"])
+def test_out_of_disk_is_one_line_and_writes_nothing(tiny_run: Path, fer_dir: Path, tmp_path: Path,
+                                                    source: str) -> None:
+    """A 1 MB file-size limit (ulimit -f), as a full disk: one line with the cause, and no file or temporary.
+
+    trainer-fit's model fails while Keras unpacks it (it extracts the whole archive to a temporary
+    folder); a plain Keras model (no spec inside, so --labels) loads in memory and fails when the
+    9 MB fp32 ONNX file is written.
+    """
+    import resource
+
+    from trainer.model import load_model
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+    model, extra = tiny_run / "best.keras", []
+    if source == "plain-keras":
+        model = tmp_path / "plain" / "plain.keras"
+        model.parent.mkdir()
+        load_model(tiny_run / "best.keras").save(model)
+        extra = ["--labels", "angry,disgust,fear,happy,neutral,sad,surprise"]
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    args = [sys.executable, "-m", "export", str(model), "--output", str(out_dir / "m.onnx"),
+            "--verify-dir", str(fer_dir / "test"), "--verify-count", "70", *extra]
+    proc = subprocess.run(args, cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, capture_output=True,
+                          text=True, timeout=300, preexec_fn=limit)
+    needle = "m.onnx" if source == "plain-keras" else "best.keras"
+    assert_user_error(proc, 2, "file too large", needle)
+    assert not list(out_dir.iterdir())

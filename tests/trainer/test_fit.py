@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -183,7 +184,7 @@ def test_weight_sum_adds_each_epoch_once(tmp_path: Path) -> None:
         (["--resume"], "no run in"),
         ([], "--data is required"),
         (["--data", "{fer}", "--lr", "5"], "--lr"),
-        (["--data", "{fer}", "--epochs", "many"], "invalid int"),
+        (["--data", "{fer}", "--epochs", "many"], "--epochs"),
         (["--data", "{fer}", "--shift", "-0.1"], "--shift"),
         (["--data", "{fer}", "--epochs", "2", "--swa-epochs", "3"], "--swa-epochs"),
         (["--data", "{fer}", "--mixup", "-0.2"], "--mixup"),
@@ -201,3 +202,71 @@ def test_bad_input_is_one_line_exit_2(fer_dir: Path, tmp_path: Path, args: list[
 def test_existing_run_needs_resume(tiny_run: Path) -> None:
     proc = run_cli("trainer", "--data", "unused", "--out", str(tiny_run))
     assert_user_error(proc, 2, "--resume")
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (hidden ones too) by relative path, with its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _truncate(text: str) -> str:
+    return text[: len(text) // 2]
+
+
+def _set(key: str, value: object):  # noqa: ANN202
+    def edit(text: str) -> str:
+        return json.dumps({**json.loads(text), key: value})
+
+    return edit
+
+
+DAMAGE = [
+    ("config.json", _truncate, "not JSON"),
+    ("config.json", lambda text: "", "empty"),
+    ("config.json", lambda text: "[1, 2]", "a JSON list"),
+    ("config.json", _set("epochs", "many"), "epochs"),
+    ("config.json", _set("lr", 5), "lr"),
+    ("config.json", _set("schedule", "wild"), "schedule"),
+    ("config.json", _set("speed", 3), "unknown setting"),
+    ("checkpoints/state.json", _truncate, "not JSON"),
+    ("checkpoints/state.json", lambda text: "", "empty"),
+    ("checkpoints/state.json", lambda text: '"epoch 2"', "a JSON str"),
+    ("checkpoints/state.json", _set("epoch", "2"), "epoch"),
+    ("checkpoints/state.json", _set("history", None), "history"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "damage", "needle"),
+    DAMAGE,
+    ids=["config-truncated", "config-empty", "config-list", "config-wrong-type", "config-out-of-range",
+         "config-bad-choice", "config-unknown-key", "state-truncated", "state-empty", "state-string",
+         "state-wrong-type", "state-no-history"],
+)
+def test_resume_on_a_damaged_run_file_is_one_line_and_touches_nothing(
+    tiny_run: Path, tmp_path: Path, name: str, damage, needle: str  # noqa: ANN001
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / name).write_text(damage((run / name).read_text()))
+    before = _files(run)
+    proc = run_cli("trainer", "--out", str(run), "--resume")
+    assert_user_error(proc, 2, f"{name} is damaged", needle, "another --out")
+    assert _files(run) == before
+
+
+def test_out_of_disk_mid_training_is_one_line_and_leaves_no_temporary(fer_dir: Path, tmp_path: Path) -> None:
+    import resource
+
+    def limit() -> None:  # a 1 MB file-size limit (ulimit -f): config.json fits, the first checkpoint does not
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "trainer", "--data", str(fer_dir), "--out", str(run), "--epochs", "1",
+            "--limit-per-class", "4", "--batch-size", "16", "--no-test-eval"]
+    proc = subprocess.run(args, cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, capture_output=True,
+                          text=True, timeout=300, preexec_fn=limit)
+    assert_user_error(proc, 2, "file too large", str(run))
+    assert json.loads((run / "config.json").read_text())["epochs"] == 1  # what was written is whole
+    assert not [p for p in run.rglob(".*")], "a temporary file was left behind"
+    assert not (run / "best.keras").exists()

@@ -1,0 +1,65 @@
+"""export-onnx refuses bad flags and paths with one line, before TensorFlow is loaded; nothing is written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from export.onnx_export import COUNTS, OPSETS
+from tests.conftest import ROOT, assert_user_error, run_cli
+
+SHIPPED_KERAS_LIKE = ROOT / "models" / "emotion_cnn.onnx"  # any existing file: the flags are refused first
+
+BAD_FLAGS = [
+    ("--opset", "5", OPSETS),
+    ("--opset", "99", OPSETS),
+    ("--opset", "17.5", OPSETS),
+    ("--seed", "-1", None),
+    ("--verify-count", "3", COUNTS),
+    ("--calib-count", "1e9", COUNTS),
+    ("--calib-count", "nan", COUNTS),
+]
+
+
+@pytest.mark.parametrize(("flag", "value", "bounds"), BAD_FLAGS, ids=[f"{f}={v}" for f, v, _ in BAD_FLAGS])
+def test_numeric_flags_are_bounded(tmp_path: Path, flag: str, value: str, bounds) -> None:  # noqa: ANN001
+    out = tmp_path / "m.onnx"
+    proc = run_cli("export", str(SHIPPED_KERAS_LIKE), "--output", str(out), f"{flag}={value}")
+    shown = "[0, 4294967295]" if bounds is None else bounds.bounds_text.removeprefix("range ")
+    assert_user_error(proc, 2, flag, shown)
+    assert not list(tmp_path.iterdir())
+
+
+def test_opset_range_is_what_tf2onnx_writes() -> None:
+    """13 is the lowest opset with per-channel QDQ (INT8); the top is tf2onnx's own highest."""
+    tf2onnx_constants = pytest.importorskip("tf2onnx.constants")
+    assert (OPSETS.lo, OPSETS.hi) == (13, max(tf2onnx_constants.OPSET_TO_IR_VERSION))
+
+
+def test_help_names_the_bounds() -> None:
+    proc = run_cli("export", "--help")
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stdout.split())
+    for needle in ("--opset", "[13, 18]", "--verify-count", "[7, 100000]", "--seed", "[0, 4294967295]"):
+        assert needle in text, needle
+
+
+@pytest.mark.parametrize(
+    ("model", "output", "needle"),
+    [
+        ("", "m.onnx", "empty path"),
+        ("{model}", "", "empty path"),
+        ("{tmp}", "m.onnx", "is a folder"),
+        ("{model}", "{tmp}", "is a folder"),
+    ],
+    ids=["model-empty", "output-empty", "model-folder", "output-folder"],
+)
+def test_hostile_paths_are_one_line(tmp_path: Path, model: str, output: str, needle: str) -> None:
+    def fill(text: str) -> str:
+        return text.replace("{model}", str(SHIPPED_KERAS_LIKE)).replace("{tmp}", str(tmp_path))
+
+    out = fill(output) if output in ("", "{tmp}") else str(tmp_path / output)
+    proc = run_cli("export", fill(model), "--output", out)
+    assert_user_error(proc, 2, needle)
+    assert not list(tmp_path.iterdir())

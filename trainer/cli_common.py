@@ -1,0 +1,93 @@
+"""Command-line pieces shared by trainer-fit, trainer-eval, export-onnx and benchmark.
+
+Bounds of the flags two commands share, a path type that refuses empty strings, and the
+conversions of a failed write, a failed inference or a termination signal into one line.
+Standard library only (plus :mod:`runtime.cli_support`), so every command can import it cheaply.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+from runtime.cli_support import EXIT_USAGE, Number, UserError, os_error_text
+
+#: The validation fraction of train: trainer-fit carves it, trainer-eval --split val rebuilds it.
+VAL_FRACTION = Number(float, 0, 0.5, lo_open=True)
+WRITE_FIX = "free some space or choose a writable folder, then run again"  # the fix of a failed write
+
+
+def path_arg(text: str) -> Path:
+    """An argparse ``type`` for a path: refuses the empty string (``Path("")`` would be ``.``)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path: give a file or folder name")
+    return Path(text)
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (or its type name), at most ``limit`` characters."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]
+
+
+@contextlib.contextmanager
+def write_errors(where: Path | str, fix: str = WRITE_FIX) -> Iterator[None]:
+    """Turn an ``OSError`` raised while writing outputs into one line with its true cause.
+
+    Args:
+        where: The file or folder being written (named when the error names none).
+        fix: What the user can do about it.
+
+    Raises:
+        UserError: An ``OSError`` happened inside the block.
+    """
+    try:
+        yield
+    except OSError as exc:
+        raise UserError(f"could not write {where}: {os_error_text(exc, exc.filename or where)}: {fix}") from None
+
+
+@contextlib.contextmanager
+def inference_errors(
+    what: str, fix: str = "give a model from trainer-fit or export-onnx", exit_code: int = EXIT_USAGE
+) -> Iterator[None]:
+    """Turn a failure of a model call (onnxruntime's or Keras's own exception types) into one line.
+
+    Args:
+        what: What was being done, e.g. ``"model x.onnx on 128 faces"``.
+        fix: What the user can do about it.
+        exit_code: The exit code of the error.
+
+    Raises:
+        UserError: Any exception other than a :class:`UserError` happened inside the block.
+    """
+    try:
+        yield
+    except UserError:
+        raise
+    except MemoryError:
+        raise UserError(f"{what}: out of memory: use fewer faces", exit_code) from None
+    except OSError as exc:
+        raise UserError(f"{what} failed: {os_error_text(exc)}: {WRITE_FIX}", exit_code) from None
+    except Exception as exc:  # onnxruntime and Keras raise many types for a graph that fails to run
+        raise UserError(f"{what} failed ({first_line(exc)}): {fix}", exit_code) from None
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def terminate_as_interrupt() -> None:
+    """Make SIGTERM (and SIGHUP) unwind like Ctrl-C, so that temporary files are removed.
+
+    By default SIGTERM ends the process at once, leaving a half-written temporary output behind;
+    as a ``KeyboardInterrupt`` it runs every ``finally`` (``atomic_path`` removes its temporary).
+    Does nothing outside the main thread.
+    """
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(getattr(signal, name), _raise_interrupt)
