@@ -40,7 +40,7 @@ def load_emoji(emoji_dir: str | Path | None, labels: Sequence[str]) -> dict[str,
     out = {}
     for name in labels:
         try:
-            img = read_image(folder / f"{name}.png")  # 16-bit and float PNGs become 8-bit, any file name works
+            img = read_image(folder / f"{name}.png", cv2.IMREAD_UNCHANGED)  # with alpha; 16-bit becomes 8-bit
         except ImageError as exc:
             raise UserError(f"{folder / f'{name}.png'} {exc}: replace it with a PNG") from None
         if img.ndim == 3 and img.shape[2] == 1:

@@ -80,12 +80,18 @@ def _truncation(data: bytes) -> str | None:
     return None
 
 
-def read_image(path: str | Path, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
+#: Photos: any colour layout and bit depth, turned upright by their EXIF orientation (a phone's
+#: portrait photo is stored sideways; ``IMREAD_UNCHANGED`` would leave it so, and faces unfound).
+PHOTO_FLAGS = cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH
+
+
+def read_image(path: str | Path, flags: int = PHOTO_FLAGS) -> np.ndarray:
     """Read and decode an image file, whatever bytes its name is made of.
 
     Args:
         path: The file.
-        flags: ``cv2.IMREAD_*`` flags.
+        flags: ``cv2.IMREAD_*`` flags (default: upright photo pixels, alpha dropped;
+            ``cv2.IMREAD_UNCHANGED`` keeps alpha and ignores EXIF orientation).
 
     Returns:
         The decoded pixels as uint8 (see :func:`to_uint8`), gray or BGR(A) as stored.

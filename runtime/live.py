@@ -32,9 +32,11 @@ from runtime.sources import DEMO, IMAGE_SUFFIXES, OPEN_TIMEOUT_S, ImageSource
 
 DEMO_OUTPUT = "runtime-live-demo.jpg"  # where the headless demo writes when no --output is given
 AUTO = "auto"  # --source default: camera 0 with a window if there is both, else the demo
-# Signals that stop the run cleanly (outputs finalised): Ctrl-C, kill, a closed terminal or SSH, Ctrl-\.
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")
-                     if hasattr(signal, name))
+# Signals that stop the run cleanly (outputs finalised): every catchable one whose default would kill the
+# process: Ctrl-C, kill, a closed terminal or SSH session, Ctrl-\, the user signals, timers, a CPU-time limit.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in (
+    "SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGVTALRM", "SIGPROF", "SIGXCPU",
+) if hasattr(signal, name))
 
 
 def _parser() -> ArgumentParser:
@@ -79,10 +81,36 @@ def _parser() -> ArgumentParser:
     return p
 
 
-def _has_display() -> bool:
-    if sys.platform.startswith("linux"):
-        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-    return True
+def _display_problem() -> str | None:
+    """Why OpenCV could not open a window here, or None when it can (as far as can be told).
+
+    On Linux OpenCV's window talks to an X server (Qt's xcb); one it cannot reach makes Qt abort
+    the whole process, so the server is tried first: its Unix socket, or TCP for ``host:N``.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    display = os.environ.get("DISPLAY", "")
+    if not display:
+        return "DISPLAY is not set"
+    host, _, rest = display.rpartition(":")
+    number = rest.split(".")[0]
+    if not number.isdecimal():
+        return f"DISPLAY={display} is not a display name like :0"
+    import socket
+
+    if host in ("", "unix"):
+        targets = [(socket.AF_UNIX, f"/tmp/.X11-unix/X{number}"), (socket.AF_UNIX, f"\0/tmp/.X11-unix/X{number}")]
+    else:
+        targets = [(socket.AF_INET, (host, 6000 + int(number)))]
+    for family, address in targets:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.settimeout(2.0)
+            try:
+                sock.connect(address)
+                return None
+            except OSError:
+                continue
+    return f"no X server answers on DISPLAY={display}"
 
 
 def _camera_present(index: int = 0) -> bool:
@@ -138,6 +166,8 @@ class Outputs:
             image = output.suffix.lower() in IMAGE_SUFFIXES
             self.media = ImageWriter(output) if image else VideoWriter(output, fps)
         self.jsonl = JsonlWriter(jsonl) if jsonl is not None else None
+        if self.jsonl is not None and self.jsonl.stream:
+            self.jsonl.open()  # a pipe with no reader fails now, not in the middle of the loop
         self.written: list[Path] = []  # finalised, checked files
 
     def write(self, frame: np.ndarray, record: dict) -> None:
@@ -201,7 +231,8 @@ def _validate(args: argparse.Namespace) -> None:
 
 def _choose_source(args: argparse.Namespace) -> str:
     """The source to open (resolving ``auto``), adjusting ``--no-window`` and ``--output`` for the demo."""
-    display = _has_display()
+    problem = _display_problem()
+    display = problem is None
     source_name = args.source
     if source_name == AUTO:
         source_name = "0" if (not args.no_window and display and _camera_present(0)) else DEMO
@@ -211,7 +242,7 @@ def _choose_source(args: argparse.Namespace) -> str:
     if source_name == DEMO and args.output is None and args.no_window:
         args.output = Path(DEMO_OUTPUT)
     if not args.no_window and not display:
-        raise UserError("no display available (DISPLAY is not set): pass --no-window, with --output to save the result")
+        raise UserError(f"no display available ({problem}): pass --no-window, with --output to save the result")
     if args.output is not None and args.output.suffix.lower() in IMAGE_SUFFIXES and source_name.isdigit():
         raise UserError("--output with an image suffix keeps one frame: use .mp4 for a camera")
     return source_name

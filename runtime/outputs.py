@@ -184,7 +184,7 @@ class JsonlWriter:
         self.lines = 0
         self._tmp: _TempFile | None = None
         self._fd: int | None = None
-        self._stream = is_stream(path)
+        self.stream = is_stream(path)  # a pipe or device: written to directly, not renamed onto
 
     def write(self, record: dict) -> None:
         """Append one record.
@@ -195,8 +195,8 @@ class JsonlWriter:
         """
         data = (json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n").encode("utf-8")
         if self._fd is None:
-            self._open()
-        start = None if self._stream else os.lseek(self._fd, 0, os.SEEK_CUR)
+            self.open()
+        start = None if self.stream else os.lseek(self._fd, 0, os.SEEK_CUR)
         try:
             _write_all(self._fd, data)
         except BrokenPipeError:
@@ -209,11 +209,23 @@ class JsonlWriter:
             raise OutputError(f"could not write {display(self.path)}: {_failure_cause(self.path, exc)}") from None
         self.lines += 1
 
-    def _open(self) -> None:
-        if self._stream:
-            try:
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+    def open(self) -> None:
+        """Open the file now (the first :meth:`write` does otherwise): a pipe with no reader is an
+        error at once, never a wait that no signal can end.
+
+        Raises:
+            OutputError: It cannot be opened (no reader on a pipe, no permission, no space).
+        """
+        if self._fd is not None:
+            return
+        if self.stream:
+            try:  # O_NONBLOCK: opening a pipe with no reader fails (ENXIO) instead of blocking
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_NONBLOCK", 0))
+                os.set_blocking(self._fd, True)
             except OSError as exc:
+                if exc.errno == errno.ENXIO:
+                    raise OutputError(f"cannot write {display(self.path)}: the pipe has no reader; "
+                                      "start the reader first") from None
                 raise OutputError(f"cannot write {display(self.path)}: {os_error_text(exc)}") from None
         else:
             self._tmp = _TempFile(self.path)

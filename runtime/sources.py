@@ -26,6 +26,7 @@ from runtime.outputs import display
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}  # decoded by OpenCV's imdecode
 DEMO = "demo"  # --source value for the bundled public-domain photo
+MAX_CAMERA_INDEX = 9999  # OpenCV takes a C int; real indices are small
 OPEN_TIMEOUT_S = 30.0  # how long a video, stream or pipe may take to open (and give its first frame)
 
 
@@ -285,6 +286,8 @@ def open_source(source: str, reconnect: int = 0, open_timeout_s: float = OPEN_TI
         return ImageSource([demo_image_path()], "demo image (Grace Hopper, public domain)")
     if source.isascii() and source.isdecimal():
         index = int(source)
+        if index > MAX_CAMERA_INDEX:
+            raise UserError(f"no camera at index {source}: camera indices go up to {MAX_CAMERA_INDEX}")
         cap = cv2.VideoCapture(index)
         if not cap.isOpened():
             cap.release()

@@ -495,3 +495,55 @@ def test_json_lines_to_a_stream_are_streamed(video_path: Path, tmp_path: Path):
     assert [json.loads(x)["frame"] for x in lines[:3]] == [0, 1, 2] and json.loads(lines[3])["frames"] == 3
     assert Path("/dev/stdout").is_symlink()
     assert listing(tmp_path) == []
+
+
+def test_a_sideways_phone_photo_is_turned_upright(media_dir: Path, tmp_path: Path):
+    """A JPEG stored sideways with EXIF orientation 6 (as phones write portrait photos)."""
+    pil = pytest.importorskip("PIL.Image")
+    upright = pil.open(media_dir / "single_face.jpg")
+    exif = pil.Exif()
+    exif[0x0112] = 6  # orientation: the viewer turns it 90 degrees clockwise
+    upright.transpose(pil.Transpose.ROTATE_90).save(tmp_path / "phone.jpg", exif=exif.tobytes())
+    proc = run_cli("runtime", "--source", str(tmp_path / "phone.jpg"), "--no-window", "--output",
+                   str(tmp_path / "o.png"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.splitlines()[-1])["faces"] == 1
+    assert cv2.imread(str(tmp_path / "o.png")).shape[:2] == (upright.size[1], upright.size[0])
+
+
+@pytest.mark.parametrize("display", [":97", "localhost:97", "nonsense"])
+def test_a_display_nobody_answers_is_one_line(display: str, video_path: Path, tmp_path: Path):
+    """Qt aborts the process (exit 134) on an X server it cannot reach: it must be found out first."""
+    proc = run_cli("runtime", "--source", str(video_path), "--max-frames", "3", env={"DISPLAY": display},
+                   cwd=tmp_path, timeout=60)
+    assert_user_error(proc, 2, "no display", "--no-window")
+
+
+def test_a_camera_index_too_large_for_opencv(tmp_path: Path):
+    proc = run_cli("runtime", "--source", "99999999999999999999", "--no-window", cwd=tmp_path, timeout=60)
+    assert_user_error(proc, 2, "no camera at index")
+
+
+def test_json_lines_into_a_pipe_with_no_reader(video_path: Path, tmp_path: Path):
+    """Opening a FIFO for writing waits for a reader, where no signal ends the wait: refused at once."""
+    os.mkfifo(tmp_path / "lines")
+    proc = run_cli("runtime", "--source", str(video_path), "--no-window", "--max-frames", "3", "--jsonl",
+                   str(tmp_path / "lines"), cwd=tmp_path, timeout=60)
+    assert_user_error(proc, 1, "no reader")
+    assert listing(tmp_path) == ["lines"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGALRM, signal.SIGXCPU], ids=lambda s: s.name)
+def test_other_catchable_signals_finalise(sig: signal.Signals, video_path: Path, tmp_path: Path):
+    out = tmp_path / "o.mp4"
+    proc = subprocess.Popen([*RUNTIME, "--source", str(video_path), "--no-window", "--output", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    deadline = time.monotonic() + 90
+    while not [p for p in tmp_path.glob(".o.mp4.partial-*") if p.stat().st_size > 50_000]:
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before the signal"
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "Traceback" not in stderr, stderr[-2000:]
+    assert json.loads(stdout.splitlines()[-1])["stopped_by"] == sig.name
+    assert frames_in(out) >= 5 and listing(tmp_path) == ["o.mp4"]
