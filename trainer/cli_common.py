@@ -13,7 +13,7 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
-from runtime.cli_support import EXIT_USAGE, Number, UserError, os_error_text
+from runtime.cli_support import EXIT_USAGE, Number, UserError, first_line, os_error_text
 
 #: The validation fraction of train: trainer-fit carves it, trainer-eval --split val rebuilds it.
 VAL_FRACTION = Number(float, 0, 0.5, lo_open=True)
@@ -25,12 +25,6 @@ def path_arg(text: str) -> Path:
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty path: give a file or folder name")
     return Path(text)
-
-
-def first_line(exc: BaseException, limit: int = 200) -> str:
-    """The first line of an exception's message (or its type name), at most ``limit`` characters."""
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]
 
 
 @contextlib.contextmanager
