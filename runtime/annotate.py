@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from runtime.cli_support import UserError
+from runtime.errors import EmocamError
 from runtime.faces import Faces
 from runtime.image import ImageError, read_image
 
@@ -29,20 +29,21 @@ def load_emoji(emoji_dir: str | Path | None, labels: Sequence[str]) -> dict[str,
     """Read ``<label>.png`` for every label as BGRA uint8.
 
     Raises:
-        UserError: The folder is missing, a label has no PNG, or a PNG does not decode.
+        EmocamError: The folder is missing, a label has no PNG, or a PNG does not decode.
     """
     folder = Path(emoji_dir) if emoji_dir is not None else default_emoji_dir()
     if not folder.is_dir():
-        raise UserError(f"emoji folder {folder} does not exist: give a folder with {', '.join(labels)} .png files")
+        raise EmocamError(f"emoji folder {folder} does not exist: give a folder with {', '.join(labels)} .png files")
     missing = [name for name in labels if not (folder / f"{name}.png").is_file()]
     if missing:
-        raise UserError(f"emoji folder {folder} lacks {', '.join(f'{m}.png' for m in missing)}: add one PNG per label")
+        pngs = ", ".join(f"{m}.png" for m in missing)
+        raise EmocamError(f"emoji folder {folder} lacks {pngs}: add one PNG per label")
     out = {}
     for name in labels:
         try:
             img = read_image(folder / f"{name}.png", cv2.IMREAD_UNCHANGED)  # with alpha; 16-bit becomes 8-bit
         except ImageError as exc:
-            raise UserError(f"{folder / f'{name}.png'} {exc}: replace it with a PNG") from None
+            raise EmocamError(f"{folder / f'{name}.png'} {exc}: replace it with a PNG") from None
         if img.ndim == 3 and img.shape[2] == 1:
             img = img[..., 0]
         if img.ndim == 2:
@@ -98,9 +99,9 @@ class EmojiAnnotator:
         cache_bytes: int = 64 << 20,
     ) -> None:
         if placement not in ("over", "beside"):
-            raise UserError(f"placement must be 'over' or 'beside', got {placement!r}")
+            raise ValueError(f"placement must be 'over' or 'beside', got {placement!r}")
         if scale <= 0:
-            raise UserError(f"emoji scale must be > 0, got {scale}")
+            raise ValueError(f"emoji scale must be > 0, got {scale}")
         from runtime.contract import FER2013_LABELS
 
         self.images = load_emoji(emoji_dir, labels or FER2013_LABELS)

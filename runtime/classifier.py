@@ -8,14 +8,19 @@ The model's labels and input contract come from the ONNX file's metadata
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-from runtime.cli_support import UserError, first_line
+from runtime.cli_support import first_line
 from runtime.contract import ContractError, ModelSpec
+from runtime.errors import ModelError
 from runtime.faces import Faces, clip_xyxy
 from runtime.image import to_gray
+
+if TYPE_CHECKING:  # imported where a session is made: `--help` and the lean import stay fast
+    import onnxruntime as ort
 
 #: Input element types the runtime can feed (raw 0-255 pixels fit each of them exactly).
 INPUT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -46,7 +51,7 @@ def resolve_model_path(model: str | Path | None) -> Path:
     return Path(model)
 
 
-class InferenceError(UserError):
+class InferenceError(ModelError):
     """The model failed while classifying (or gave unusable output); the message names it."""
 
 
@@ -59,7 +64,7 @@ def _session_source(path: Path) -> str | bytes:
         try:
             return path.read_bytes()
         except OSError as exc:
-            raise UserError(f"model {path} cannot be read ({exc.strerror}): check its permissions") from None
+            raise ModelError(f"model {path} cannot be read ({exc.strerror}): check its permissions") from None
 
 
 def _providers(provider: str) -> list[str]:
@@ -70,16 +75,17 @@ def _providers(provider: str) -> list[str]:
         return [CPU]
     if provider == "cuda":
         if CUDA not in available:
-            raise UserError(
-                f"--provider cuda: this onnxruntime has no CUDA provider (it has {', '.join(available)}): {GPU_INSTALL}"
+            raise ModelError(
+                f"CUDA was asked for, but this onnxruntime has no CUDA provider (it has {', '.join(available)}): "
+                f"{GPU_INSTALL}"
             )
         return [CUDA, CPU]
     if provider == "auto":
         return [CUDA, CPU] if CUDA in available else [CPU]
-    raise UserError(f"unknown provider {provider!r}: use auto, cpu or cuda")
+    raise ValueError(f"unknown provider {provider!r}: use auto, cpu or cuda")
 
 
-def open_session(model: str | bytes, providers: list[str], threads: int = 0):  # noqa: ANN201
+def open_session(model: str | bytes, providers: list[str], threads: int = 0) -> ort.InferenceSession:
     """An onnxruntime session with the project's options, shared by runtime, export and benchmark.
 
     Full graph optimisation (1.8x faster than BASIC here), ``threads`` intra-op threads (0: one
@@ -100,28 +106,28 @@ def open_session(model: str | bytes, providers: list[str], threads: int = 0):  #
     return ort.InferenceSession(model, sess_options=opts, providers=providers)
 
 
-def _read_spec(session, path: Path) -> ModelSpec:  # noqa: ANN001
+def _read_spec(session: ort.InferenceSession, path: Path) -> ModelSpec:
     meta = session.get_modelmeta().custom_metadata_map
     try:
         spec = ModelSpec.from_metadata(meta)
     except ContractError as exc:
-        raise UserError(f"model {path}: {exc}") from None
+        raise ModelError(f"model {path}: {exc}") from None
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1 or len(outputs) < 1:
-        raise UserError(f"model {path} has {len(inputs)} inputs: expected exactly one image input")
+        raise ModelError(f"model {path} has {len(inputs)} inputs: expected exactly one image input")
     if spec.channels != 1:
-        raise UserError(f"model {path} takes {spec.channels}-channel faces, but the runtime feeds grayscale "
+        raise ModelError(f"model {path} takes {spec.channels}-channel faces, but the runtime feeds grayscale "
                         "(1 channel), as FER2013 is: export a grayscale model")
     shape = list(inputs[0].shape)
     want = [*spec.input_hw, spec.channels]
     if len(shape) != 4 or [d if isinstance(d, int) else None for d in shape[1:]] != want:
-        raise UserError(f"model {path} takes input {shape}: expected [N, {', '.join(map(str, want))}] (NHWC)")
+        raise ModelError(f"model {path} takes input {shape}: expected [N, {', '.join(map(str, want))}] (NHWC)")
     if inputs[0].type not in INPUT_DTYPES:
-        raise UserError(f"model {path} takes {inputs[0].type} input: expected float, float16, double or uint8 "
+        raise ModelError(f"model {path} takes {inputs[0].type} input: expected float, float16, double or uint8 "
                         "pixels; re-export it with export-onnx")
     out_shape = list(outputs[0].shape)
     if len(out_shape) != 2 or out_shape[1] != spec.num_classes:
-        raise UserError(
+        raise ModelError(
             f"model {path} gives output {out_shape} but its labels name {spec.num_classes} classes: re-export it"
         )
     return spec
@@ -141,7 +147,7 @@ class EmotionClassifier:
             framing the model was trained on.
 
     Raises:
-        UserError: The model is missing, not ONNX, or breaks the contract; or CUDA was asked
+        ModelError: The model is missing, not ONNX, or breaks the contract; or CUDA was asked
             for and is not active.
     """
 
@@ -153,24 +159,24 @@ class EmotionClassifier:
         if not path.is_file():
             from models import SHIPPED_MODELS
 
-            raise UserError(
+            raise ModelError(
                 f"model {path} does not exist: give an .onnx file from export-onnx, a shipped model "
-                f"({', '.join(SHIPPED_MODELS)}), or omit --model"
+                f"({', '.join(SHIPPED_MODELS)}), or none for the default"
             )
         if margin < 0 or margin > 1:
-            raise UserError(f"margin must be in [0, 1], got {margin}")
+            raise ValueError(f"margin must be in [0, 1], got {margin}")
         try:
             self.session = open_session(_session_source(path), _providers(provider), threads)
-        except UserError:
+        except ModelError:
             raise
         except Exception as exc:  # onnxruntime raises its own exception types for a bad file
-            raise UserError(
+            raise ModelError(
                 f"model {path} is not a loadable ONNX model ({first_line(exc)}): give an .onnx file from export-onnx"
             ) from None
         active = self.session.get_providers()
         if provider == "cuda" and CUDA not in active:
-            raise UserError(
-                "--provider cuda: onnxruntime fell back to the CPU (no CUDA device, or CUDA/cuDNN libraries "
+            raise ModelError(
+                "CUDA was asked for, but onnxruntime fell back to the CPU (no CUDA device, or CUDA/cuDNN libraries "
                 f"missing): check nvidia-smi and {GPU_INSTALL}"
             )
         self.path = path

@@ -1,7 +1,10 @@
-"""What every command of the project shares: one-line errors, exit codes, atomic writes.
+"""What every command of the project shares: one-line errors, exit codes, bounded numbers, safe
+streams, atomic writes.
 
-A user mistake is a :class:`UserError`: the command prints one line naming the problem and the
-fix on stderr and exits 2, with no traceback. Standard library only.
+Any :class:`runtime.errors.EmocamError` that reaches a command's entry point (library errors in
+plain words, and :class:`UserError`, the command line's own, worded with flags) becomes one line
+naming the problem and the fix on stderr, and the error's exit code (2 for a mistake the user can
+fix), with no traceback. Standard library only.
 """
 
 from __future__ import annotations
@@ -17,22 +20,24 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-EXIT_USAGE = 2  # bad arguments or bad input: the user can fix it
-EXIT_FAILED = 1  # the job ran and failed (e.g. an export that did not verify)
+from runtime.errors import EXIT_FAILED as EXIT_FAILED  # re-exported: the commands import exit codes from here
+from runtime.errors import EXIT_USAGE, EmocamError
+
 EXIT_INTERRUPTED = 130  # Ctrl-C, after finalising outputs
 EXIT_BROKEN_PIPE = 141  # the reader of stdout (or of a piped output) went away: 128 + SIGPIPE, as shell tools
 
 
-class UserError(Exception):
-    """A mistake the user can fix; the message names the problem and the fix.
+class UserError(EmocamError):
+    """A command-line mistake, worded with the flags (``--source``): the CLI layer's own error.
+
+    Library code raises the plain-worded :class:`runtime.errors.EmocamError` subclasses instead.
 
     Attributes:
         exit_code: The process exit code to use (2 unless told otherwise).
     """
 
     def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+        super().__init__(message, exit_code)
 
 
 class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -121,7 +126,7 @@ def run_main(main: Callable[[Sequence[str] | None], int | None], prog: str) -> C
         try:
             code = main(argv)
             sys.stdout.flush()
-        except UserError as exc:
+        except EmocamError as exc:  # UserError included: one line, no traceback
             sys.stderr.write(f"{prog}: error: {exc}\n")
             code = exc.exit_code
         except KeyboardInterrupt:

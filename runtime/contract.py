@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from runtime.errors import ModelError
+
 #: FER2013 class names in the order the Kaggle folder layout sorts them (alphabetical). This is
 #: the project's one canonical output order.
 FER2013_LABELS: tuple[str, ...] = (
@@ -46,7 +48,7 @@ META_SPEC = "model_spec"
 SPEC_VERSION = 1  # bump when ModelSpec's fields change meaning
 
 
-class ContractError(ValueError):
+class ContractError(ModelError):
     """A model's description does not satisfy the contract."""
 
 

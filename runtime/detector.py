@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from runtime.cli_support import UserError
+from runtime.errors import ModelError
 from runtime.faces import Faces, clip_xyxy
 from runtime.image import to_gray
 
@@ -38,21 +38,21 @@ class HaarDetector:
     ) -> None:
         if cascade_path is None:
             if not hasattr(cv2, "data"):
-                raise UserError('this OpenCV has no Haar cascades: pip install "opencv-python>=4.8,<5"')
+                raise ModelError('this OpenCV has no Haar cascades: pip install "opencv-python>=4.8,<5"')
             cascade_path = Path(cv2.data.haarcascades) / DEFAULT_CASCADE
         cascade_path = Path(cascade_path)
         if not cascade_path.is_file():
-            raise UserError(f"Haar cascade {cascade_path} does not exist: reinstall opencv-python>=4.8,<5")
+            raise ModelError(f"Haar cascade {cascade_path} does not exist: reinstall opencv-python>=4.8,<5")
         if scale_factor <= 1.0:
-            raise UserError(f"scale factor must be > 1, got {scale_factor}")
+            raise ValueError(f"scale factor must be > 1, got {scale_factor}")
         if min_neighbors < 0 or min_size < 1 or detect_width < 0:
-            raise UserError("min neighbours must be >= 0, min size >= 1 and detect width >= 0")
+            raise ValueError("min neighbours must be >= 0, min size >= 1 and detect width >= 0")
         try:
             self.cascade = cv2.CascadeClassifier(str(cascade_path))
         except (cv2.error, SystemError):  # OpenCV 4.x raises (wrapped in SystemError) on a non-XML file
             self.cascade = None
         if self.cascade is None or self.cascade.empty():
-            raise UserError(f"{cascade_path} is not a valid Haar cascade XML")
+            raise ModelError(f"{cascade_path} is not a valid Haar cascade XML")
         self.detect_width = detect_width
         self.scale_factor = scale_factor
         self.min_neighbors = min_neighbors

@@ -14,9 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-
-class ImageError(ValueError):
-    """An image file that cannot be used; the message says why (for a Python caller to catch)."""
+from runtime.errors import ImageError
 
 
 def to_uint8(img: np.ndarray) -> np.ndarray:

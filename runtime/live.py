@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import json
 import os
 import signal
@@ -19,15 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.cli_support import (
-    EXIT_FAILED,
-    THREADS,
-    ArgumentParser,
-    Number,
-    UserError,
-    check_output_path,
-    run_main,
-)
+from runtime.cli_support import THREADS, ArgumentParser, Number, UserError, check_output_path, run_main
+from runtime.errors import EmocamError
 from runtime.sources import DEMO, IMAGE_SUFFIXES, OPEN_TIMEOUT_S, ImageSource
 
 DEMO_OUTPUT = "runtime-live-demo.jpg"  # where the headless demo writes when no --output is given
@@ -39,8 +33,18 @@ STOP_SIGNALS = tuple(getattr(signal, name) for name in (
 ) if hasattr(signal, name))
 
 
+def _default(cls: type, name: str) -> object:
+    """The default of ``cls``'s ``name`` argument: the classes hold the defaults, the flags repeat none."""
+    return inspect.signature(cls).parameters[name].default
+
+
 def _parser() -> ArgumentParser:
+    from runtime.annotate import EmojiAnnotator
+    from runtime.classifier import EmotionClassifier
+    from runtime.detector import HaarDetector
     from runtime.outputs import VIDEO_FOURCC
+    from runtime.pipeline import Pipeline
+    from runtime.tracker import FaceTracker
 
     p = ArgumentParser(prog="runtime-live", description="Facial emotion to emoji, live or headless.")
     p.add_argument("--source", default=AUTO,
@@ -48,8 +52,10 @@ def _parser() -> ArgumentParser:
                         "a video file, a stream URL, an image, or a folder of images")
     p.add_argument("--model", type=Path, default=None,
                    help="ONNX model from export-onnx, or a shipped one: fp32 (the default) or int8 (faster on a CPU)")
-    p.add_argument("--provider", choices=["auto", "cpu", "cuda"], default="auto", help="onnxruntime execution provider")
-    p.add_argument("--threads", type=THREADS, default=0, help="onnxruntime intra-op threads (0: one per core)")
+    p.add_argument("--provider", choices=["auto", "cpu", "cuda"], default=_default(EmotionClassifier, "provider"),
+                   help="onnxruntime execution provider")
+    p.add_argument("--threads", type=THREADS, default=_default(EmotionClassifier, "threads"),
+                   help="onnxruntime intra-op threads (0: one per core)")
     p.add_argument("--no-window", action="store_true", help="headless: no window (servers, CI)")
     p.add_argument("--output", type=Path, default=None,
                    help=f"write the annotated video ({', '.join(VIDEO_FOURCC)}) or image (.jpg, .png, ...); "
@@ -59,21 +65,25 @@ def _parser() -> ArgumentParser:
     p.add_argument("--open-timeout", type=Number(float, 0.1, 3600), default=OPEN_TIMEOUT_S,
                    help="seconds a video, stream or pipe may take to open")
     g = p.add_argument_group("detector")
-    g.add_argument("--detect-width", type=Number(int, 0, 16384), default=320,
+    g.add_argument("--detect-width", type=Number(int, 0, 16384), default=_default(HaarDetector, "detect_width"),
                    help="width of the frame Haar sees (0: full size)")
-    g.add_argument("--scale-factor", type=Number(float, 1.01, 3.0), default=1.1, help="Haar image-pyramid step")
-    g.add_argument("--min-neighbors", type=Number(int, 0, 100), default=5, help="Haar hits a face needs")
-    g.add_argument("--min-size", type=Number(int, 1, 16384), default=40, help="smallest face side, in frame pixels")
-    g.add_argument("--detect-every", type=Number(int, 1, 10000), default=5,
+    g.add_argument("--scale-factor", type=Number(float, 1.01, 3.0), default=_default(HaarDetector, "scale_factor"),
+                   help="Haar image-pyramid step")
+    g.add_argument("--min-neighbors", type=Number(int, 0, 100), default=_default(HaarDetector, "min_neighbors"),
+                   help="Haar hits a face needs")
+    g.add_argument("--min-size", type=Number(int, 1, 16384), default=_default(HaarDetector, "min_size"),
+                   help="smallest face side, in frame pixels")
+    g.add_argument("--detect-every", type=Number(int, 1, 10000), default=_default(Pipeline, "detect_every"),
                    help="search the whole frame every Nth frame; between, re-find known faces near their boxes")
     g = p.add_argument_group("classifier and display")
-    g.add_argument("--margin", type=Number(float, 0.0, 1.0), default=0.0,
+    g.add_argument("--margin", type=Number(float, 0.0, 1.0), default=_default(EmotionClassifier, "margin"),
                    help="crop margin around each face (fraction of its size); 0 matches FER2013's framing")
-    g.add_argument("--smoothing", type=Number(float, 0.0, 0.99), default=0.6,
+    g.add_argument("--smoothing", type=Number(float, 0.0, 0.99), default=_default(FaceTracker, "smoothing"),
                    help="weight of the past in per-face probability smoothing")
     g.add_argument("--emoji-dir", type=Path, default=None,
                    help="folder with one <label>.png per class (your own avatars)")
-    g.add_argument("--placement", choices=["over", "beside"], default="over", help="emoji over the face or beside it")
+    g.add_argument("--placement", choices=["over", "beside"], default=_default(EmojiAnnotator, "placement"),
+                   help="emoji over the face or beside it")
     g.add_argument("--labels", action="store_true", help="also write label and confidence on each face")
     g.add_argument("--panel", action="store_true", help="side panel with the dominant emotion's emoji, large")
     g.add_argument("--reconnect", type=Number(int, 0, 1000), default=0,
@@ -255,8 +265,9 @@ def _build_pipeline(args: argparse.Namespace):  # -> Pipeline, imported late to 
     from runtime.tracker import FaceTracker
 
     return Pipeline(
-        detector=HaarDetector(None, args.detect_width, args.scale_factor, args.min_neighbors, args.min_size),
-        classifier=EmotionClassifier(args.model, args.provider, args.threads, args.margin),
+        detector=HaarDetector(detect_width=args.detect_width, scale_factor=args.scale_factor,
+                              min_neighbors=args.min_neighbors, min_size=args.min_size),
+        classifier=EmotionClassifier(args.model, provider=args.provider, threads=args.threads, margin=args.margin),
         tracker=FaceTracker(smoothing=args.smoothing),
         emoji_dir=args.emoji_dir,
         placement=args.placement,
@@ -322,13 +333,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # our errors say what went wrong (AV_LOG_QUIET)
     import cv2
 
-    from runtime.outputs import OutputError, display
-    from runtime.sources import open_source
+    from runtime.outputs import display
+    from runtime.sources import OpenTimeout, open_source
 
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     source_name = _choose_source(args)
     pipe = _build_pipeline(args)
-    source = open_source(source_name, reconnect=args.reconnect, open_timeout_s=args.open_timeout)
+    try:
+        source = open_source(source_name, reconnect=args.reconnect, open_timeout_s=args.open_timeout)
+    except OpenTimeout as exc:
+        raise UserError(f"{exc} with --open-timeout") from None
     try:
         _check_paths(args, source.paths)
     except UserError:
@@ -347,27 +361,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         run.stopped_by = "SIGINT"
     except _Stop:
         run.stopped_by = stops.received or "SIGTERM"
-    except (OutputError, UserError, BrokenPipeError) as exc:
+    except (EmocamError, BrokenPipeError) as exc:  # a failed write or model, or the reader went away
         failure = exc
     finally:
         stops.hold = True  # a second signal must not cut the finalising of the outputs short
         source.close()
         if outputs is not None:
             try:
-                if isinstance(failure, (OutputError, UserError)):
+                if isinstance(failure, EmocamError):
                     outputs.discard()  # a failed run never replaces an earlier result
                 else:
                     outputs.close()  # finished, stopped, or its reader went away: keep what is whole
-            except OutputError as exc:
+            except EmocamError as exc:
                 failure = failure or exc
         if not args.no_window:
             with contextlib.suppress(cv2.error):  # a headless OpenCV raises here too
                 cv2.destroyAllWindows()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if isinstance(failure, OutputError):
-        raise UserError(str(failure), exit_code=EXIT_FAILED)
-    if failure is not None:
+    if failure is not None:  # an EmocamError carries its exit code (1 for a failed write)
         raise failure
     if not run.frame_ms and getattr(source, "skipped", None):
         raise UserError(f"{source.description}: no file decoded as an image (skipped {len(source.skipped)})")

@@ -27,16 +27,13 @@ import cv2
 import numpy as np
 
 from runtime.cli_support import os_error_text
+from runtime.errors import OutputError
 from runtime.image import ImageError, encode_image
 
 VIDEO_FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}  # container -> codec
 MPEG4_MAX_SIDE = 8191  # MPEG-4 Part 2 codes frame sides in 13 bits; FFmpeg also refuses 1-pixel sides
 LOW_SPACE_BYTES = 1 << 20  # free space below which a failed write is put down to a full disk
 CHECK_EVERY = 16  # video frames between checks that the temporary file is still there, with room to grow
-
-
-class OutputError(ValueError):
-    """An output could not be written; the message names the file and the real cause."""
 
 
 def is_stream(path: Path) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -30,7 +31,8 @@ class Pipeline:
         provider: ``auto``, ``cpu`` or ``cuda``.
         detector: A configured detector (default: :class:`HaarDetector` with its defaults).
         classifier: A configured classifier (overrides ``model`` and ``provider``).
-        tracker: A tracker, or None to classify every frame independently.
+        tracker: A tracker; ``"new"`` (the default) makes a :class:`FaceTracker` with its
+            defaults; None classifies every frame independently (no identities, no smoothing).
         emoji_dir: Folder of ``<label>.png`` (default: bundled Noto emoji).
         placement: ``over`` or ``beside`` the face.
         show_labels: Also write label and confidence.
@@ -46,7 +48,7 @@ class Pipeline:
         provider: str = "auto",
         detector: HaarDetector | None = None,
         classifier: EmotionClassifier | None = None,
-        tracker: FaceTracker | None = None,
+        tracker: FaceTracker | Literal["new"] | None = "new",
         emoji_dir: str | Path | None = None,
         placement: str = "over",
         show_labels: bool = False,
@@ -57,7 +59,7 @@ class Pipeline:
             raise ValueError(f"detect_every must be >= 1, got {detect_every}")
         self.detector = detector or HaarDetector()
         self.classifier = classifier or EmotionClassifier(model, provider=provider)
-        self.tracker = tracker if tracker is not None else FaceTracker()
+        self.tracker = FaceTracker() if isinstance(tracker, str) else tracker
         self.emoji = EmojiAnnotator(emoji_dir, self.classifier.labels, placement=placement)
         self.labels = LabelAnnotator() if show_labels else None
         self.panel = panel

@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from runtime.cli_support import UserError
+from runtime.errors import SourceError
 from runtime.image import ImageError, read_image
 from runtime.outputs import display
 
@@ -133,9 +133,13 @@ def _opencv_read_path(path: Path) -> tuple[str, int | None]:
     except UnicodeEncodeError:
         pass
     if not os.path.isdir("/proc/self/fd"):
-        raise UserError(f"source {display(path)}: its name is not valid UTF-8: rename it")
+        raise SourceError(f"source {display(path)}: its name is not valid UTF-8: rename it")
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # O_NONBLOCK: a FIFO must not block here
     return f"/proc/self/fd/{fd}", fd
+
+
+class OpenTimeout(SourceError):
+    """A source that did not open (or give its first frame) in the time allowed."""
 
 
 def open_interruptibly(opener: Callable[[], FrameSource], what: str, timeout_s: float) -> FrameSource:
@@ -145,7 +149,7 @@ def open_interruptibly(opener: Callable[[], FrameSource], what: str, timeout_s: 
     reaches Python; here the main thread waits instead, and can be interrupted.
 
     Raises:
-        UserError: It did not open within ``timeout_s`` (or ``opener``'s own error).
+        SourceError: It did not open within ``timeout_s`` (or ``opener``'s own error).
     """
     box: dict = {}
     done = threading.Event()
@@ -160,8 +164,8 @@ def open_interruptibly(opener: Callable[[], FrameSource], what: str, timeout_s: 
 
     threading.Thread(target=run, name="open-source", daemon=True).start()
     if not done.wait(timeout_s):
-        raise UserError(f"{what} did not open within {timeout_s:g} s: check it is reachable (or has a writer), "
-                        "or raise --open-timeout")
+        raise OpenTimeout(f"{what} did not open within {timeout_s:g} s: check it is reachable (or has a writer), "
+                          "or allow it longer")
     if "error" in box:
         raise box["error"]
     return box["source"]
@@ -177,7 +181,7 @@ def _open_video(path: Path) -> VideoSource:
     ok, first = cap.read() if cap.isOpened() else (False, None)
     if not ok:
         cap.release()
-        raise UserError(f"{display(path)} does not decode as a video or image: give a playable video file")
+        raise SourceError(f"{display(path)} does not decode as a video or image: give a playable video file")
     return VideoSource(cap, f"video {display(path)}", first, path)
 
 
@@ -194,7 +198,8 @@ class LiveSource(FrameSource):
 
     live = True
 
-    def __init__(self, opener, description: str, reconnect: int = 0, backoff_s: float = 0.5) -> None:  # noqa: ANN001
+    def __init__(self, opener: Callable[[], cv2.VideoCapture], description: str, reconnect: int = 0,
+                 backoff_s: float = 0.5) -> None:
         self._opener = opener
         self.description = description
         self.reconnect = reconnect
@@ -204,7 +209,7 @@ class LiveSource(FrameSource):
         ok, first = self._cap.read() if self._cap.isOpened() else (False, None)
         if not ok:
             self._cap.release()
-            raise UserError(f"{description} opened but delivers no frames: check it is not in use by another program")
+            raise SourceError(f"{description} opened but delivers no frames: check it is not in use by another program")
         self.fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self._cond = threading.Condition()
         self._latest: np.ndarray | None = first
@@ -260,7 +265,7 @@ class LiveSource(FrameSource):
         self._cap.release()
 
 
-def _camera_opener(index: int):  # noqa: ANN202
+def _camera_opener(index: int) -> Callable[[], cv2.VideoCapture]:
     def open_camera() -> cv2.VideoCapture:
         return cv2.VideoCapture(index)
 
@@ -277,21 +282,21 @@ def open_source(source: str, reconnect: int = 0, open_timeout_s: float = OPEN_TI
         open_timeout_s: Longest wait for a video, stream or pipe to open and give a frame.
 
     Raises:
-        UserError: The camera does not exist, the URL does not open, the file does not exist or
+        SourceError: The camera does not exist, the URL does not open, the file does not exist or
             does not decode, or the folder has no images.
     """
     if not source.strip():
-        raise UserError("--source is empty: give a camera index, a video, an image, a folder, a URL or 'demo'")
+        raise SourceError("the source is empty: give a camera index, a video, an image, a folder, a URL or 'demo'")
     if source == DEMO:
         return ImageSource([demo_image_path()], "demo image (Grace Hopper, public domain)")
     if source.isascii() and source.isdecimal():
         index = int(source)
         if index > MAX_CAMERA_INDEX:
-            raise UserError(f"no camera at index {source}: camera indices go up to {MAX_CAMERA_INDEX}")
+            raise SourceError(f"no camera at index {source}: camera indices go up to {MAX_CAMERA_INDEX}")
         cap = cv2.VideoCapture(index)
         if not cap.isOpened():
             cap.release()
-            raise UserError(f"no camera at index {index}: plug one in, try another index, or use --source FILE")
+            raise SourceError(f"no camera at index {index}: plug one in, try another index, or give a file")
         cap.release()
         return LiveSource(_camera_opener(index), f"camera {index}", reconnect)
     if "://" in source:
@@ -302,20 +307,20 @@ def open_source(source: str, reconnect: int = 0, open_timeout_s: float = OPEN_TI
         try:
             files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         except OSError as exc:
-            raise UserError(f"folder {name} cannot be listed ({exc.strerror}): check its permissions") from None
+            raise SourceError(f"folder {name} cannot be listed ({exc.strerror}): check its permissions") from None
         if not files:
-            raise UserError(f"folder {name} has no images ({', '.join(sorted(IMAGE_SUFFIXES))}): give another folder")
+            raise SourceError(f"folder {name} has no images ({', '.join(sorted(IMAGE_SUFFIXES))}): give another folder")
         return ImageSource(files, f"folder {name} ({len(files)} images)")
     if not path.exists():
-        raise UserError(f"source {name} does not exist: give a camera index, a video, an image, a folder or 'demo'")
+        raise SourceError(f"source {name} does not exist: give a camera index, a video, an image, a folder or 'demo'")
     if not os.access(path, os.R_OK):
-        raise UserError(f"source {name} is not readable: check its permissions")
+        raise SourceError(f"source {name} is not readable: check its permissions")
     regular = stat.S_ISREG(os.stat(path).st_mode)
     if path.suffix.lower() in IMAGE_SUFFIXES and regular:
         try:
             read_image(path)
         except ImageError as exc:
-            raise UserError(f"image {name} {exc}") from None
+            raise SourceError(f"image {name} {exc}") from None
         return ImageSource([path], f"image {name}")
     return open_interruptibly(lambda: _open_video(path), f"video {name}", open_timeout_s)
 
@@ -324,6 +329,6 @@ def _open_stream(url: str, reconnect: int) -> LiveSource:
     cap = cv2.VideoCapture(url)
     if not cap.isOpened():
         cap.release()
-        raise UserError(f"could not open stream {url}: check the URL and that the server is reachable")
+        raise SourceError(f"could not open stream {url}: check the URL and that the server is reachable")
     cap.release()
     return LiveSource(lambda: cv2.VideoCapture(url), f"stream {url}", reconnect)

@@ -42,6 +42,29 @@ def video_path() -> Path:
     return _need(VIDEO)
 
 
+@pytest.fixture(scope="session")
+def video_frames(video_path: Path) -> tuple:
+    """Every frame of the real clip (472 BGR frames, 640x360), decoded once for the whole session.
+
+    The frames are read-only: a test that annotates one (in place) must copy it first.
+    """
+    import cv2
+
+    cap = cv2.VideoCapture(str(video_path))
+    frames = []
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            frame.setflags(write=False)
+            frames.append(frame)
+    finally:
+        cap.release()
+    assert len(frames) == 472, f"{video_path} decoded to {len(frames)} frames"
+    return tuple(frames)
+
+
 def run_cli(*args: str, timeout: float = 300, env: dict | None = None, cwd: Path | None = None,
             ) -> subprocess.CompletedProcess:
     """Run ``python -m <args>`` and capture text output."""

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from runtime.annotate import EmojiAnnotator, LabelAnnotator, blend, default_emoji_dir, load_emoji, side_panel
-from runtime.cli_support import UserError
 from runtime.contract import FER2013_LABELS
+from runtime.errors import EmocamError
 from runtime.faces import Faces
 
 #: One solid colour per label for a custom emoji folder (BGR).
@@ -117,17 +117,17 @@ def test_emoji_dir_missing_a_png(tmp_path: Path):
     folder = tmp_path / "avatars"
     shutil.copytree(default_emoji_dir(), folder)
     (folder / "disgust.png").unlink()
-    with pytest.raises(UserError, match="disgust.png"):
+    with pytest.raises(EmocamError, match="disgust.png"):
         EmojiAnnotator(folder, FER2013_LABELS)
 
 
 def test_emoji_dir_missing_or_broken(tmp_path: Path):
-    with pytest.raises(UserError, match="does not exist"):
+    with pytest.raises(EmocamError, match="does not exist"):
         EmojiAnnotator(tmp_path / "nowhere", FER2013_LABELS)
     folder = tmp_path / "broken"
     shutil.copytree(default_emoji_dir(), folder)
     (folder / "fear.png").write_bytes(b"not a png")
-    with pytest.raises(UserError, match="fear.png"):
+    with pytest.raises(EmocamError, match="fear.png"):
         EmojiAnnotator(folder, FER2013_LABELS)
 
 
@@ -139,7 +139,7 @@ def test_emoji_dir_follows_the_models_labels(tmp_path: Path):
     annotator = EmojiAnnotator(folder, ("calm", "joy", "rage"))
     assert set(annotator.images) == {"calm", "joy", "rage"}
     assert annotator.images["joy"].shape == (8, 8, 4)
-    with pytest.raises(UserError, match="angry.png"):
+    with pytest.raises(EmocamError, match="angry.png"):
         EmojiAnnotator(folder)  # default labels: FER2013's
 
 
@@ -172,7 +172,7 @@ def test_annotating_the_same_face_reuses_the_sprite(emoji: EmojiAnnotator, monke
     calls = []
     real_resize = cv2.resize
 
-    def counting_resize(*args, **kwargs):  # noqa: ANN002, ANN003
+    def counting_resize(*args, **kwargs):
         calls.append(1)
         return real_resize(*args, **kwargs)
 

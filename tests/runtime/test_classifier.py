@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from runtime.classifier import GPU_INSTALL, EmotionClassifier
-from runtime.cli_support import UserError
 from runtime.contract import ModelSpec
+from runtime.errors import ModelError
 from runtime.faces import Faces
 from runtime.image import to_gray
 
@@ -18,11 +18,11 @@ from runtime.image import to_gray
 class CountingSession:
     """Wraps an onnxruntime session and counts ``run`` calls and the batch sizes they got."""
 
-    def __init__(self, session) -> None:  # noqa: ANN001
+    def __init__(self, session) -> None:
         self._session = session
         self.batches: list[int] = []
 
-    def run(self, output_names, feeds, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+    def run(self, output_names, feeds, *args, **kwargs):
         (batch,) = feeds.values()
         self.batches.append(len(batch))
         return self._session.run(output_names, feeds, *args, **kwargs)
@@ -145,7 +145,7 @@ def test_grayscale_and_bgra_frames_classify_alike(classifier, single_face, detec
 
 
 def test_missing_model(tmp_path: Path):
-    with pytest.raises(UserError, match="does not exist"):
+    with pytest.raises(ModelError, match="does not exist"):
         EmotionClassifier(tmp_path / "nope.onnx")
 
 
@@ -161,37 +161,37 @@ def test_shipped_models_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     (tmp_path / "int8").write_bytes(DEFAULT_MODEL.read_bytes())
     local = EmotionClassifier("int8", provider="cpu")
     assert local.path == Path("int8") and local.session.get_modelmeta().custom_metadata_map["variant"] == "fp32"
-    with pytest.raises(UserError, match=r"shipped model \(fp32, int8\)"):
+    with pytest.raises(ModelError, match=r"shipped model \(fp32, int8\)"):
         EmotionClassifier("int4")
 
 
 def test_text_file_is_not_a_model(tmp_path: Path):
     path = tmp_path / "model.onnx"
     path.write_text("this is not an ONNX model\n")
-    with pytest.raises(UserError, match="not a loadable ONNX model"):
+    with pytest.raises(ModelError, match="not a loadable ONNX model"):
         EmotionClassifier(path)
 
 
 def test_model_without_metadata(tmp_path: Path, tiny_onnx):
-    with pytest.raises(UserError, match="model_spec"):
+    with pytest.raises(ModelError, match="model_spec"):
         EmotionClassifier(tiny_onnx(tmp_path / "bare.onnx"))
 
 
 def test_model_with_disagreeing_label_metadata(tmp_path: Path, tiny_onnx):
     path = tiny_onnx(tmp_path / "m.onnx", spec=ModelSpec(), metadata={"labels": json.dumps(["a", "b"])})
-    with pytest.raises(UserError, match="disagree"):
+    with pytest.raises(ModelError, match="disagree"):
         EmotionClassifier(path)
 
 
 def test_model_with_wrong_input_shape(tmp_path: Path, tiny_onnx):
     path = tiny_onnx(tmp_path / "m.onnx", input_hwc=(64, 64, 1), spec=ModelSpec())  # spec says 48x48x1
-    with pytest.raises(UserError, match=r"takes input .*64.*expected \[N, 48, 48, 1\]"):
+    with pytest.raises(ModelError, match=r"takes input .*64.*expected \[N, 48, 48, 1\]"):
         EmotionClassifier(path)
 
 
 def test_model_with_wrong_class_count(tmp_path: Path, tiny_onnx):
     path = tiny_onnx(tmp_path / "m.onnx", num_out=5, spec=ModelSpec())  # 7 labels
-    with pytest.raises(UserError, match="7 classes"):
+    with pytest.raises(ModelError, match="7 classes"):
         EmotionClassifier(path)
 
 
@@ -208,14 +208,14 @@ def test_cuda_without_cuda_names_the_pip_command():
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this onnxruntime has CUDA")
-    with pytest.raises(UserError) as info:
+    with pytest.raises(ModelError) as info:
         EmotionClassifier(provider="cuda")
     assert GPU_INSTALL in str(info.value)
     assert "pip install" in str(info.value)
 
 
 def test_bad_arguments():
-    with pytest.raises(UserError, match="unknown provider"):
+    with pytest.raises(ValueError, match="unknown provider"):
         EmotionClassifier(provider="tpu")
-    with pytest.raises(UserError, match="margin"):
+    with pytest.raises(ValueError, match="margin"):
         EmotionClassifier(margin=1.5)

@@ -8,26 +8,17 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime.cli_support import UserError
 from runtime.detector import HaarDetector
+from runtime.errors import ModelError
 from runtime.faces import Faces
 
 VIDEO_FRAMES = 472
 
 
 @pytest.fixture(scope="module")
-def video_detections(video_path: Path, detector: HaarDetector) -> list[tuple[tuple[int, ...], Faces]]:
-    """Every frame of the real video, decoded once: (frame shape, faces found)."""
-    cap = cv2.VideoCapture(str(video_path))
-    out = []
-    try:
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            out.append((frame.shape, detector.detect(frame)))
-    finally:
-        cap.release()
+def video_detections(video_frames: tuple, detector: HaarDetector) -> list[tuple[tuple[int, ...], Faces]]:
+    """Every frame of the real video: (frame shape, faces found)."""
+    out = [(frame.shape, detector.detect(frame)) for frame in video_frames]
     assert len(out) == VIDEO_FRAMES
     return out
 
@@ -106,25 +97,23 @@ def test_tiny_and_thin_frames_give_no_faces(shape, detector: HaarDetector):
 
 
 def test_bad_settings_are_user_errors(tmp_path: Path):
-    with pytest.raises(UserError, match="scale factor"):
+    with pytest.raises(ValueError, match="scale factor"):
         HaarDetector(scale_factor=1.0)
-    with pytest.raises(UserError, match="min"):
+    with pytest.raises(ValueError, match="min"):
         HaarDetector(min_size=0)
-    with pytest.raises(UserError, match="does not exist"):
+    with pytest.raises(ModelError, match="does not exist"):
         HaarDetector(tmp_path / "missing.xml")
     junk = tmp_path / "junk.xml"
     junk.write_text("not a cascade")
-    with pytest.raises(UserError, match="not a valid Haar cascade"):
+    with pytest.raises(ModelError, match="not a valid Haar cascade"):
         HaarDetector(junk)
 
 
-def test_detect_near_refinds_a_known_face_and_nothing_where_none_is(video_path: Path, detector: HaarDetector,
+def test_detect_near_refinds_a_known_face_and_nothing_where_none_is(video_frames: tuple, detector: HaarDetector,
                                                                     media_dir: Path) -> None:
     from runtime.tracker import iou_matrix
 
-    cap = cv2.VideoCapture(str(video_path))
-    frames = [cap.read()[1] for _ in range(12)]
-    cap.release()
+    frames = video_frames[:12]
     gray = [cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in frames]
     known = detector.detect_gray(gray[0])
     assert len(known) == 1

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, example, given, settings  # the [dev] extra
+from hypothesis import strategies as st
 
-hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, example, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from runtime.annotate import EmojiAnnotator, blend  # noqa: E402
-from runtime.contract import FER2013_LABELS  # noqa: E402
-from runtime.faces import Faces  # noqa: E402
-from runtime.image import to_bgr, to_gray  # noqa: E402
-from runtime.pipeline import Pipeline  # noqa: E402
+from runtime.annotate import EmojiAnnotator, blend
+from runtime.contract import FER2013_LABELS
+from runtime.faces import Faces
+from runtime.image import to_bgr, to_gray
+from runtime.pipeline import Pipeline
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CHANNELS = (None, 1, 3, 4)  # None: a 2-D grayscale frame

@@ -85,14 +85,14 @@ def test_full_video_summary(full_run):
     assert summary["faces"] == sum(len(rec["faces"]) for rec in read_jsonl(out / "out.jsonl"))
 
 
-def test_full_video_output_decodes(full_run, video_path: Path):
+def test_full_video_output_decodes(full_run, video_frames: tuple):
     _, out = full_run
     frames = read_video(out / "out.mp4")
     assert len(frames) == VIDEO_FRAMES
     assert frames[0].shape == (360, 640, 3)
     # Emoji on the face, the rest as it was: compare with the source frame by frame (sampled).
     records = read_jsonl(out / "out.jsonl")
-    source = read_video(video_path)
+    source = video_frames
     for i in range(0, VIDEO_FRAMES, 47):
         if not records[i]["faces"]:
             continue

@@ -5,26 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 from runtime.pipeline import Pipeline
 
 
-@pytest.mark.parametrize("detect_every", [1, 5])
-def test_tracked_detection_keeps_the_face(video_path: Path, detect_every: int) -> None:
+@pytest.mark.parametrize("detect_every", [pytest.param(1, marks=pytest.mark.slow), 5])
+def test_tracked_detection_keeps_the_face(video_frames: tuple, detect_every: int) -> None:
     pipe = Pipeline(detect_every=detect_every, provider="cpu")
-    cap = cv2.VideoCapture(str(video_path))
     frames = with_face = 0
     ids = set()
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
+    for frame in video_frames:
         faces = pipe.process(frame)
         frames += 1
         with_face += len(faces) > 0
         ids.update(faces.track_id.tolist())
-    cap.release()
     assert frames == 472
     assert with_face >= 0.95 * frames  # speed is never bought by losing faces
     if detect_every == 1:
@@ -42,3 +38,16 @@ def test_reset_forgets_faces(media_dir: Path) -> None:
     assert pipe.process(img).track_id.tolist() == first.track_id.tolist()
     pipe.reset()
     assert pipe.process(img).track_id.tolist() != first.track_id.tolist()
+
+
+def test_no_tracker_classifies_each_frame_on_its_own(media_dir: Path) -> None:
+    """``tracker=None``: no identities and no smoothing, the classifier's own probabilities."""
+    pipe = Pipeline(provider="cpu", tracker=None)
+    img = cv2.imread(str(media_dir / "single_face.jpg"))
+    assert pipe.tracker is None
+    faces = pipe.process(img)
+    assert faces.track_id is None and len(faces) == 1
+    direct = pipe.classifier.classify(img, pipe.detector.detect(img))
+    np.testing.assert_allclose(faces.probs, direct.probs, atol=1e-6)
+    out, again = pipe(img.copy())
+    assert out.shape == img.shape and again.to_records()[0]["track_id"] is None
