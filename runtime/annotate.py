@@ -32,6 +32,8 @@ def load_emoji(emoji_dir: str | Path | None, labels: Sequence[str]) -> dict[str,
         EmocamError: The folder is missing, a label has no PNG, or a PNG does not decode.
     """
     folder = Path(emoji_dir) if emoji_dir is not None else default_emoji_dir()
+    if folder.is_file():
+        raise EmocamError(f"emoji folder {folder} is a file: give a folder with {', '.join(labels)} .png files")
     if not folder.is_dir():
         raise EmocamError(f"emoji folder {folder} does not exist: give a folder with {', '.join(labels)} .png files")
     missing = [name for name in labels if not (folder / f"{name}.png").is_file()]

@@ -136,6 +136,9 @@ def run_main(main: Callable[[Sequence[str] | None], int | None], prog: str) -> C
             _silence_stdout()
             sys.stderr.write(f"{prog}: stopped: the reader of its output went away (broken pipe)\n")
             code = EXIT_BROKEN_PIPE
+        except OSError as exc:  # a path the system refuses (too long, a loop, no permission...): still one line
+            sys.stderr.write(f"{prog}: error: {os_error_text(exc)}: check the path and try again\n")
+            code = EXIT_FAILED if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EIO, errno.EDQUOT) else EXIT_USAGE
         try:
             sys.stdout.flush()
         except OSError:  # the reader of stdout went away after the last line: nothing more to say
@@ -223,6 +226,15 @@ def os_error_text(exc: OSError, path: Path | str | None = None) -> str:
     return f"{cause} ({where})" if where else cause
 
 
+def temp_stem(name: str, limit: int = 96) -> str:
+    """``name`` cut to ``limit`` characters, for a temporary file's name beside it.
+
+    A temporary name is the final name plus a few characters: left whole, a valid name close to
+    the file system's 255-byte limit would make the temporary one too long.
+    """
+    return name if len(os.fsencode(name)) <= limit else os.fsdecode(os.fsencode(name)[:limit])
+
+
 def check_output_path(path: Path, what: str = "output") -> Path:
     """Fail early, with the fix, if ``path`` cannot be written.
 
@@ -236,9 +248,9 @@ def check_output_path(path: Path, what: str = "output") -> Path:
     if path.is_dir():
         raise UserError(f"{what} path {path} is a folder: give a file name")
     try:  # a real probe: os.access() says yes to root even where writing fails
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", dir=parent)
+        fd, probe = tempfile.mkstemp(prefix=f".{temp_stem(path.name)}.", dir=parent)
     except OSError as exc:
-        raise UserError(f"{what} folder {parent} is not writable ({exc.strerror}): choose another path") from None
+        raise UserError(f"{what} folder {parent} cannot be written to ({exc.strerror}): choose another path") from None
     os.close(fd)
     os.unlink(probe)
     return path
@@ -258,7 +270,7 @@ def atomic_path(dest: Path | str, suffix: str | None = None) -> Iterator[Path]:
     dest = Path(dest)
     try:
         fd, tmp_name = tempfile.mkstemp(
-            prefix=f".{dest.name}.", suffix=suffix if suffix is not None else dest.suffix, dir=dest.parent
+            prefix=f".{temp_stem(dest.name)}.", suffix=suffix if suffix is not None else dest.suffix, dir=dest.parent
         )
     except OSError as exc:
         raise UserError(f"cannot write {dest} ({exc.strerror}): choose a writable folder") from None

@@ -354,24 +354,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = {sig: signal.signal(sig, stops) for sig in STOP_SIGNALS}
     outputs = None
     failure: Exception | None = None
+    keep = False  # finalise the outputs (the run ended or was stopped) or drop them (it failed)
     try:
         outputs = Outputs(args.output, args.jsonl, source.fps)
         _loop(args, source, pipe, outputs, stops, run)
+        keep = True
     except KeyboardInterrupt:
-        run.stopped_by = "SIGINT"
+        run.stopped_by, keep = "SIGINT", True
     except _Stop:
-        run.stopped_by = stops.received or "SIGTERM"
-    except (EmocamError, BrokenPipeError) as exc:  # a failed write or model, or the reader went away
+        run.stopped_by, keep = stops.received or "SIGTERM", True
+    except BrokenPipeError as exc:  # the reader of a streamed output went away: keep what is whole
+        failure, keep = exc, True
+    except EmocamError as exc:  # a failed write or model
         failure = exc
     finally:
         stops.hold = True  # a second signal must not cut the finalising of the outputs short
         source.close()
         if outputs is not None:
             try:
-                if isinstance(failure, EmocamError):
-                    outputs.discard()  # a failed run never replaces an earlier result
+                if keep:
+                    outputs.close()
                 else:
-                    outputs.close()  # finished, stopped, or its reader went away: keep what is whole
+                    outputs.discard()  # a failed run (or a bug) never replaces an earlier result
             except EmocamError as exc:
                 failure = failure or exc
         if not args.no_window:

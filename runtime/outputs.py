@@ -26,7 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from runtime.cli_support import os_error_text
+from runtime.cli_support import os_error_text, temp_stem
 from runtime.errors import OutputError
 from runtime.image import ImageError, encode_image
 
@@ -117,7 +117,7 @@ class _TempFile:
 
     def __init__(self, dest: Path) -> None:
         self.dest = dest
-        safe = dest.name if _is_utf8(dest.name) else "emocam-output"  # OpenCV may have to open it by name
+        safe = temp_stem(dest.name) if _is_utf8(dest.name) else "emocam-output"  # OpenCV may open it by name
         try:
             fd, name = tempfile.mkstemp(prefix=f".{safe}.partial-", suffix=dest.suffix, dir=dest.parent)
         except OSError as exc:

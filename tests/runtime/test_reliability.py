@@ -547,3 +547,27 @@ def test_other_catchable_signals_finalise(sig: signal.Signals, video_path: Path,
     assert proc.returncode == 0 and "Traceback" not in stderr, stderr[-2000:]
     assert json.loads(stdout.splitlines()[-1])["stopped_by"] == sig.name
     assert frames_in(out) >= 5 and listing(tmp_path) == ["o.mp4"]
+
+
+@pytest.mark.parametrize("flag", ["--output", "--source", "--model", "--emoji-dir", "--jsonl"])
+def test_a_name_too_long_for_the_file_system(flag: str, tmp_path: Path):
+    name = str(tmp_path / ("a" * 260 + (".jpg" if flag == "--output" else "")))
+    args = ["--source", "demo", "--no-window", flag, name] if flag != "--source" else ["--source", name, "--no-window"]
+    proc = run_cli("runtime", *args, cwd=tmp_path, timeout=60)
+    assert_user_error(proc, 2, "file name too long")
+    assert listing(tmp_path) == []
+
+
+def test_a_long_output_name_that_fits_is_written(tmp_path: Path):
+    """The temporary file's name must not be what makes a 250-byte output name fail."""
+    out = tmp_path / ("b" * 246 + ".jpg")
+    proc = run_cli("runtime", "--source", "demo", "--no-window", "--output", str(out), cwd=tmp_path, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert listing(tmp_path) == [out.name] and cv2.imread(str(out)) is not None
+
+
+def test_an_emoji_dir_that_is_a_file(tmp_path: Path):
+    (tmp_path / "emoji").write_text("not a folder")
+    proc = run_cli("runtime", "--source", "demo", "--no-window", "--emoji-dir", str(tmp_path / "emoji"),
+                   cwd=tmp_path, timeout=60)
+    assert_user_error(proc, 2, "is a file")
