@@ -25,6 +25,8 @@ if TYPE_CHECKING:  # imported where a session is made: `--help` and the lean imp
 #: Input element types the runtime can feed (raw 0-255 pixels fit each of them exactly).
 INPUT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
                 "tensor(uint8)": np.uint8}
+PROB_SLACK = 0.01  # how far outside [0, 1] a probability may stray (quantised models round)
+SUM_SLACK = 0.05  # how far from 1 a face's probabilities may sum (the shipped INT8 file: within 0.008)
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 GPU_INSTALL = 'pip uninstall -y onnxruntime && pip install "emocam[gpu]"'
@@ -203,6 +205,10 @@ class EmotionClassifier:
                                  f"expected [2, {self.spec.num_classes}]; re-export it")
         if not np.isfinite(probs).all():
             raise InferenceError(f"model {self.path} gives NaN or infinite probabilities: re-export or retrain it")
+        sums = probs.sum(axis=1)
+        if probs.min() < -PROB_SLACK or probs.max() > 1 + PROB_SLACK or np.abs(sums - 1).max() > SUM_SLACK:
+            raise InferenceError(f"model {self.path} gives outputs that are not probabilities (a face's sum to "
+                                 f"{sums[np.argmax(np.abs(sums - 1))]:.3g}): export a model that ends in softmax")
 
     @property
     def labels(self) -> tuple[str, ...]:

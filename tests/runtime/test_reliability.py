@@ -315,7 +315,8 @@ def test_a_video_with_a_non_utf8_name_into_a_non_utf8_folder(bad_names: Path):
 
 def tiny_model(path: Path, *, batch: int | str = "N", elem: str = "float", channels: int = 1,
                poison: str | None = None) -> Path:
-    """A softmax regression with the contract's metadata; ``poison``: ``nan`` outputs, or a ``reshape`` that fails."""
+    """A softmax regression with the contract's metadata; ``poison``: ``nan`` outputs, a ``reshape`` that fails,
+    or ``logits`` (no softmax)."""
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
@@ -337,7 +338,10 @@ def tiny_model(path: Path, *, batch: int | str = "N", elem: str = "float", chann
         nodes.append(helper.make_node("Reshape", ["odd", "BACK"], ["back"]))
         inits.append(numpy_helper.from_array(np.array([-1, 7], np.int64), "BACK"))
         last = "back"
-    nodes.append(helper.make_node("Softmax", [last], ["probs"], axis=1))
+    if poison == "logits":  # no softmax: scores, not probabilities
+        nodes.append(helper.make_node("Identity", [last], ["probs"]))
+    else:
+        nodes.append(helper.make_node("Softmax", [last], ["probs"], axis=1))
     pixels = helper.make_tensor_value_info("pixels", types[elem], [batch, 48, 48, channels])
     probs = helper.make_tensor_value_info("probs", TensorProto.FLOAT, [batch, 7])
     graph = helper.make_graph(nodes, "tiny", [pixels], [probs], initializer=inits)
@@ -352,6 +356,7 @@ MODELS = [  # id, tiny_model options, exit code (0: it runs), words of the error
     ("fixed-batch-1", {"batch": 1}, 0, []),
     ("float16-input", {"elem": "float16"}, 0, []),
     ("nan-output", {"poison": "nan"}, 2, ["nan", "probabilities"]),
+    ("logits-not-probabilities", {"poison": "logits"}, 2, ["not probabilities", "softmax"]),
     ("fails-at-inference", {"poison": "reshape"}, 2, ["failed on", "re-export"]),
     ("three-channel", {"channels": 3}, 2, ["3-channel", "grayscale"]),
 ]
