@@ -1,8 +1,9 @@
-"""Command-line pieces shared by trainer-fit, trainer-eval, export-onnx and benchmark.
+"""Pieces shared by trainer-fit, trainer-eval, export-onnx and benchmark.
 
-Bounds of the flags two commands share, a path type that refuses empty strings, and the
-conversions of a failed write, a failed inference or a termination signal into one line.
-Standard library only (plus :mod:`runtime.cli_support`), so every command can import it cheaply.
+Bounds of the flags two commands share, a path type that refuses empty strings, where the real
+data beside the project lies (:func:`shared_path`), and the conversions of a failed write, a
+failed inference or a termination signal into one line. Standard library only (plus
+:mod:`runtime.cli_support` and :mod:`runtime.errors`), so every command can import it cheaply.
 """
 
 from __future__ import annotations
@@ -13,11 +14,24 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
-from runtime.cli_support import EXIT_USAGE, Number, UserError, first_line, os_error_text
+from runtime.cli_support import EXIT_USAGE, Number, first_line, os_error_text
+from runtime.errors import EmocamError, ModelError, OutputError
 
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path("..") / "shared"  # the real data (fer2013/, media/) lives beside the project, as the docs name it
 #: The validation fraction of train: trainer-fit carves it, trainer-eval --split val rebuilds it.
 VAL_FRACTION = Number(float, 0, 0.5, lo_open=True)
 WRITE_FIX = "free some space or choose a writable folder, then run again"  # the fix of a failed write
+
+
+def shared_path(*parts: str) -> Path:
+    """``../shared/<parts>`` from the working directory if it exists there, else beside the project root.
+
+    Example:
+        >>> shared_path("fer2013", "test")  # ../shared/fer2013/test, run from the project root
+    """
+    rel = SHARED.joinpath(*parts)
+    return rel if rel.exists() else PROJECT_ROOT / rel
 
 
 def path_arg(text: str) -> Path:
@@ -36,12 +50,14 @@ def write_errors(where: Path | str, fix: str = WRITE_FIX) -> Iterator[None]:
         fix: What the user can do about it.
 
     Raises:
-        UserError: An ``OSError`` happened inside the block.
+        OutputError: An ``OSError`` happened inside the block (exit code 2, as the commands
+            have always ended on a failed write).
     """
     try:
         yield
     except OSError as exc:
-        raise UserError(f"could not write {where}: {os_error_text(exc, exc.filename or where)}: {fix}") from None
+        text = f"could not write {where}: {os_error_text(exc, exc.filename or where)}: {fix}"
+        raise OutputError(text, EXIT_USAGE) from None
 
 
 @contextlib.contextmanager
@@ -56,18 +72,19 @@ def inference_errors(
         exit_code: The exit code of the error.
 
     Raises:
-        UserError: Any exception other than a :class:`UserError` happened inside the block.
+        ModelError: Any exception other than an :class:`~runtime.errors.EmocamError` happened
+            inside the block (those pass through as they are).
     """
     try:
         yield
-    except UserError:
+    except EmocamError:
         raise
     except MemoryError:
-        raise UserError(f"{what}: out of memory: use fewer faces", exit_code) from None
+        raise ModelError(f"{what}: out of memory: use fewer faces", exit_code) from None
     except OSError as exc:
-        raise UserError(f"{what} failed: {os_error_text(exc)}: {WRITE_FIX}", exit_code) from None
+        raise ModelError(f"{what} failed: {os_error_text(exc)}: {WRITE_FIX}", exit_code) from None
     except Exception as exc:  # onnxruntime and Keras raise many types for a graph that fails to run
-        raise UserError(f"{what} failed ({first_line(exc)}): {fix}", exit_code) from None
+        raise ModelError(f"{what} failed ({first_line(exc)}): {fix}", exit_code) from None
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:

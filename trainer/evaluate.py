@@ -14,9 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.classifier import EmotionClassifier
 from runtime.cli_support import SEED, ArgumentParser, UserError, atomic_path, run_main
 from trainer.cli_common import VAL_FRACTION, inference_errors, path_arg, write_errors
-from trainer.fit import FitConfig
+from trainer.config import FitConfig
+from trainer.data import Split, load_split, train_val_split
+from trainer.model import check_against_spec, load_model, read_spec
 
 FIT_DEFAULTS = FitConfig()  # trainer-fit's defaults: --split val rebuilds its validation split
 
@@ -129,13 +132,13 @@ def plot_history(history_csv: Path, path: Path) -> None:
     plt.close(fig)
 
 
-def predict_classes(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:  # noqa: ANN001
-    """Predicted class indices of raw-pixel faces ``x``."""
+def predict_classes(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Predicted class indices of raw-pixel faces ``x`` (``model``: a Keras model or an :class:`OnnxModel`)."""
     probs = model.predict(x.astype(np.float32), batch_size=batch_size, verbose=0)
     return np.asarray(probs).argmax(axis=1)
 
 
-def score_model(model, split, name: str = "test") -> dict:  # noqa: ANN001
+def score_model(model, split: Split, name: str = "test") -> dict:
     """The :func:`classification_report` of ``model`` on a :class:`trainer.data.Split`."""
     report = classification_report(split.y, predict_classes(model, split.x), split.labels)
     report["split"] = name
@@ -153,7 +156,7 @@ def write_report(report: dict, out_dir: Path, name: str = "test") -> None:
     plot_confusion(report, out_dir / "confusion_matrix.png", f"{name}: accuracy {report['accuracy']:.3f}")
 
 
-def evaluate_model(model, split, out_dir: Path | None = None, name: str = "test") -> dict:  # noqa: ANN001
+def evaluate_model(model, split: Split, out_dir: Path | None = None, name: str = "test") -> dict:
     """Evaluate ``model`` on a :class:`trainer.data.Split`; optionally write metrics and PNG.
 
     Writes ``metrics.json`` and ``confusion_matrix.png`` into ``out_dir`` when given.
@@ -168,8 +171,6 @@ class OnnxModel:
     """An exported ONNX model behind the ``predict`` call that :func:`evaluate_model` uses."""
 
     def __init__(self, path: Path) -> None:
-        from runtime.classifier import EmotionClassifier
-
         self.classifier = EmotionClassifier(path, provider="cpu")
         self.spec = self.classifier.spec
 
@@ -214,10 +215,11 @@ def _check_out_folder(out: Path | None) -> None:
         raise UserError(f"output folder {out} does not exist: create it first")
 
 
-def _open_model(path: Path):  # noqa: ANN202 - an OnnxModel or a keras model
-    """The model and its spec; a ``.keras`` model is checked against its spec (input, classes)."""
-    from trainer.model import check_against_spec, load_model, read_spec
+def _open_model(path: Path):
+    """The model (an :class:`OnnxModel` or a Keras model) and its spec.
 
+    A ``.keras`` model is checked against its spec (input shape, class count).
+    """
     if path.suffix.lower() == ".onnx":
         model = OnnxModel(path)
         return model, model.spec
@@ -230,8 +232,6 @@ def _open_model(path: Path):  # noqa: ANN202 - an OnnxModel or a keras model
 def main(argv: Sequence[str] | None = None) -> int:
     """trainer-eval: evaluate a saved model on a FER2013 split."""
     args = _parser().parse_args(argv)
-    from trainer.data import load_split, train_val_split
-
     _check_out_folder(args.out)
     model, spec = _open_model(args.model)
     if args.split == "val":  # the same faces trainer-fit validated on: same data, fraction and seed

@@ -1,7 +1,9 @@
 """The documented CNN, layer for layer, and the model contract stored with it.
 
 The network takes RAW 0-255 pixels: the 1/255 rescale of the original notebook is the model's
-first layer, so training and serving can never disagree about it.
+first layer, so training and serving can never disagree about it. Errors are
+:class:`runtime.errors.ModelError`. Keras is imported inside the functions that need it, so that
+importing this module (for its constants, or :func:`read_spec`) stays fast.
 """
 
 from __future__ import annotations
@@ -11,15 +13,16 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from runtime.cli_support import UserError, os_error_text
+from runtime.cli_support import atomic_path, first_line, os_error_text
 from runtime.contract import ContractError, ModelSpec
+from runtime.errors import ModelError
 
 SPEC_MEMBER = "emocam_model_spec.json"  # extra member of the .keras zip holding the ModelSpec
 PARAMETERS = 2_345_607  # documented parameter count of the CNN
 MULTIPLY_ADDS = 77_300_000  # documented cost per face (rounded)
 
 
-def build_model(spec: ModelSpec | None = None):  # noqa: ANN201 - keras is imported lazily
+def build_model(spec: ModelSpec | None = None):
     """Build the documented CNN.
 
     Conv 32 3x3 relu -> Conv 64 3x3 relu -> MaxPool 2 -> Dropout .25 -> Conv 128 3x3 relu ->
@@ -60,13 +63,11 @@ def build_model(spec: ModelSpec | None = None):  # noqa: ANN201 - keras is impor
     )
 
 
-def save_model(model, path: Path, spec: ModelSpec, extra: dict | None = None) -> None:  # noqa: ANN001
+def save_model(model, path: Path, spec: ModelSpec, extra: dict | None = None) -> None:
     """Save a ``.keras`` model with its :class:`ModelSpec` inside, atomically.
 
     The spec travels as an extra member of the ``.keras`` zip, which Keras ignores on load.
     """
-    from runtime.cli_support import atomic_path
-
     with atomic_path(path, suffix=".keras") as tmp:
         model.save(tmp)
         with zipfile.ZipFile(tmp, "a") as zf:
@@ -77,74 +78,73 @@ def read_spec(path: Path) -> ModelSpec:
     """Read the :class:`ModelSpec` stored in a ``.keras`` file by :func:`save_model`.
 
     Raises:
-        UserError: The file is not a ``.keras`` archive or holds no spec.
+        ModelError: The file is not a ``.keras`` archive or holds no spec.
     """
     path = Path(path)
     if path.is_dir():
-        raise UserError(f"model {path} is a folder: give the path of a .keras file from trainer-fit")
+        raise ModelError(f"model {path} is a folder: give the path of a .keras file from trainer-fit")
     if not path.is_file():
-        raise UserError(f"model {path} does not exist: give the path of a .keras file from trainer-fit")
+        raise ModelError(f"model {path} does not exist: give the path of a .keras file from trainer-fit")
     try:
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
             if "config.json" not in names:
-                raise UserError(f"{path} is not a Keras 3 .keras model (no config.json inside)")
+                raise ModelError(f"{path} is not a Keras 3 .keras model (no config.json inside)")
             if SPEC_MEMBER not in names:
-                raise UserError(
+                raise ModelError(
                     f"{path} has no model spec (labels, input contract): it was not saved by "
-                    "trainer-fit; pass --labels to say its class order"
+                    "trainer-fit; give its class names in output order (labels)"
                 )
             data = json.loads(zf.read(SPEC_MEMBER))
     except zipfile.BadZipFile:
-        raise UserError(f"{path} is not a Keras .keras model (not a zip archive)") from None
+        raise ModelError(f"{path} is not a Keras .keras model (not a zip archive)") from None
     try:
         return ModelSpec.from_json(json.dumps(data["spec"]))
     except (KeyError, ContractError) as exc:
-        raise UserError(f"{path} holds a broken model spec: {exc}") from None
+        raise ModelError(f"{path} holds a broken model spec: {exc}") from None
 
 
-def check_against_spec(model, spec: ModelSpec, path: Path) -> None:  # noqa: ANN001 - a keras model
+def check_against_spec(model, spec: ModelSpec, path: Path) -> None:
     """Refuse a model whose input shape or class count differs from its spec.
 
     Raises:
-        UserError: The model takes another input, or has another number of outputs than labels.
+        ModelError: The model takes another input, or has another number of outputs than labels.
     """
     in_shape = tuple(model.input_shape[1:])
     if in_shape != spec.input_shape:
-        raise UserError(
+        raise ModelError(
             f"{path}: model takes input {in_shape} but the contract says {spec.input_shape}: "
             "use a model built by trainer-fit"
         )
     n_out = model.output_shape[-1]
     if n_out != spec.num_classes:
-        raise UserError(
+        raise ModelError(
             f"{path}: model has {n_out} outputs but {spec.num_classes} labels {list(spec.labels)}: "
-            "give matching --labels or a model from trainer-fit"
+            "give matching labels or a model from trainer-fit"
         )
 
 
-def load_model(path: Path, compile: bool = False):  # noqa: ANN201, A002 - keras' own name
+def load_model(path: Path, compile: bool = False):
     """Load a ``.keras`` model in safe mode (no arbitrary code from the file).
 
     Raises:
-        UserError: The file is missing or not a loadable Keras model.
+        ModelError: The file is missing or not a loadable Keras model.
     """
     import keras
 
     path = Path(path)
     if path.is_dir():
-        raise UserError(f"model {path} is a folder: give the path of a .keras file from trainer-fit")
+        raise ModelError(f"model {path} is a folder: give the path of a .keras file from trainer-fit")
     if not path.is_file():
-        raise UserError(f"model {path} does not exist: give the path of a .keras file from trainer-fit")
+        raise ModelError(f"model {path} does not exist: give the path of a .keras file from trainer-fit")
     if not zipfile.is_zipfile(path):
-        raise UserError(f"{path} is not a Keras .keras model (not a zip archive)")
+        raise ModelError(f"{path} is not a Keras .keras model (not a zip archive)")
     try:
         return keras.saving.load_model(path, compile=compile, safe_mode=True)
     except OSError as exc:  # Keras unpacks the archive into a temporary folder first
-        raise UserError(
+        raise ModelError(
             f"{path} could not be loaded: {os_error_text(exc, exc.filename or tempfile.gettempdir())}: Keras "
             "unpacks the model into the temporary folder: free some space there (or set TMPDIR to another folder)"
         ) from None
     except Exception as exc:  # keras raises many types for a bad file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path} could not be loaded as a Keras model: {first[:200]}") from None
+        raise ModelError(f"{path} could not be loaded as a Keras model: {first_line(exc)}") from None

@@ -18,7 +18,7 @@ import pytest
 
 from runtime.contract import FER2013_CSV_LABELS, FER2013_LABELS
 from tests.conftest import ROOT, assert_user_error, run_cli
-from trainer.fit import BOUNDS
+from trainer.config import BOUNDS
 
 SHIPPED = ROOT / "models" / "emotion_cnn.onnx"
 EVAL_CODE = "import sys; from trainer.evaluate import cli; sys.exit(cli(sys.argv[1:]))"

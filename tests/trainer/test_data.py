@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.cli_support import UserError
 from runtime.contract import FER2013_CSV_LABELS, FER2013_LABELS
-from trainer.data import load_csv_split, load_folder_split, load_split, stratified_split
+from runtime.errors import DataError
+from trainer.data import load_csv_split, load_folder_split, load_split, sample_faces, stratified_split
 
 
 def _copy_subset(fer_dir: Path, dest: Path, per_class: int) -> Path:
@@ -46,6 +46,17 @@ def test_csv_and_folder_label_orders_agree(fer_dir: Path, tmp_path: Path) -> Non
     assert len(load_split(path, "test")) == 1
 
 
+def test_sample_faces_is_stratified_seeded_and_real(fer_dir: Path) -> None:
+    """The one face sample of export-onnx and benchmark: ceil(count / 7) real faces per class."""
+    sample = sample_faces(fer_dir / "test", 100, seed=4)
+    assert len(sample) == 105 and sample.counts() == dict.fromkeys(FER2013_LABELS, 15)
+    assert sample.x.shape[1:] == (48, 48, 1) and sample.x.std() > 20
+    np.testing.assert_array_equal(sample_faces(fer_dir / "test", 100, seed=4).x, sample.x)
+    assert not np.array_equal(sample_faces(fer_dir / "test", 100, seed=5).x, sample.x)
+    small = sample_faces(fer_dir / "test", 14, size_hw=(24, 24), seed=4)
+    assert small.x.shape == (14, 24, 24, 1)
+
+
 def test_stratified_split_is_seeded_and_stratified() -> None:
     y = np.repeat(np.arange(7), [100, 10, 100, 200, 100, 100, 50])
     tr, va = stratified_split(y, 0.1, seed=5)
@@ -73,17 +84,17 @@ def test_corrupt_jpeg_is_skipped_and_counted(fer_dir: Path, tmp_path: Path) -> N
     ],
     ids=["missing-class", "extra-class", "no-images", "missing-folder"],
 )
-def test_bad_folders_are_refused(fer_dir: Path, tmp_path: Path, mutate, needle: str) -> None:  # noqa: ANN001
+def test_bad_folders_are_refused(fer_dir: Path, tmp_path: Path, mutate, needle: str) -> None:
     root = _copy_subset(fer_dir, tmp_path, 2)
     mutate(root)
-    with pytest.raises(UserError, match=needle):
+    with pytest.raises(DataError, match=needle):
         load_folder_split(root / "train")
 
 
 def test_csv_with_wrong_header_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "bad.csv"
     path.write_text("label,image,split\n0,1 2 3,Training\n")
-    with pytest.raises(UserError, match="expected emotion,pixels,Usage"):
+    with pytest.raises(DataError, match="expected emotion,pixels,Usage"):
         load_csv_split(path, "train")
 
 
@@ -91,5 +102,5 @@ def test_unreadable_images_only(tmp_path: Path) -> None:
     for name in FER2013_LABELS:
         (tmp_path / name).mkdir()
         (tmp_path / name / "junk.jpg").write_bytes(b"junk")
-    with pytest.raises(UserError, match="no readable images"):
+    with pytest.raises(DataError, match="no readable images"):
         load_folder_split(tmp_path)

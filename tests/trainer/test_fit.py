@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -53,18 +54,16 @@ def test_saved_model_records_label_order(tiny_run: Path) -> None:
 
 
 def test_trainer_eval_reports_on_any_split(tiny_run: Path, fer_dir: Path, tmp_path: Path) -> None:
-    proc = run_cli("trainer.evaluate", str(tiny_run / "best.keras"), str(fer_dir), "--split", "test",
-                   "--out", str(tmp_path))
-    # trainer.evaluate has no __main__ guard: use the console entry through -c instead
-    if proc.returncode != 0 and "No module named" not in proc.stderr:
-        pytest.fail(proc.stderr[-2000:])
-    code = ("import sys; from trainer.evaluate import cli; sys.exit(cli(sys.argv[1:]))")
-    proc = subprocess.run([sys.executable, "-c", code, str(tiny_run / "best.keras"), str(fer_dir), "--out",
-                           str(tmp_path)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    # trainer.evaluate has no ``python -m`` entry: run the console entry point (trainer-eval) through -c
+    code = "import sys; from trainer.evaluate import cli; sys.exit(cli(sys.argv[1:]))"
+    proc = subprocess.run([sys.executable, "-c", code, str(tiny_run / "best.keras"), str(fer_dir), "--split",
+                           "test", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.startswith("accuracy ")
     report = json.loads((tmp_path / "metrics.json").read_text())
-    assert report["n"] == 3589 and (tmp_path / "confusion_matrix.png").stat().st_size > 0
+    assert report["split"] == "test" and report["source"] == str(fer_dir / "test")
+    assert report["n"] == 3589 and sum(map(sum, report["confusion"])) == 3589  # every PublicTest face
+    assert (tmp_path / "confusion_matrix.png").stat().st_size > 0
 
 
 def test_trainer_eval_rebuilds_the_validation_split(tiny_run: Path, fer_dir: Path, tmp_path: Path) -> None:
@@ -81,6 +80,7 @@ def test_trainer_eval_rebuilds_the_validation_split(tiny_run: Path, fer_dir: Pat
     assert sum(map(sum, report["confusion"])) == 2872
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_continues_at_the_right_epoch(fer_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     args = [sys.executable, "-m", "trainer", "--data", str(fer_dir), "--out", str(out), "--epochs", "8",
@@ -137,8 +137,9 @@ def test_recipe_search_run_never_scores_the_test_split(fer_dir: Path, tmp_path: 
 
 
 def test_mixup_blends_pairs_of_real_faces_and_weights_them_by_label(fer_dir: Path) -> None:
+    from trainer.config import FitConfig
     from trainer.data import load_split
-    from trainer.fit import FitConfig, class_weight_map, make_dataset
+    from trainer.train import class_weight_map, make_dataset
 
     faces = load_split(fer_dir, "train", 6, 3)  # 6 real faces per class
     weights = class_weight_map(faces.y, 7, "balanced")
@@ -164,12 +165,12 @@ def test_mixup_blends_pairs_of_real_faces_and_weights_them_by_label(fer_dir: Pat
 
 
 def test_weight_sum_adds_each_epoch_once(tmp_path: Path) -> None:
-    from trainer.fit import _add_to_weight_sum
+    from trainer.run_files import add_to_weight_sum
 
     path = tmp_path / "sum.npz"
-    _add_to_weight_sum(path, [np.ones((2, 3)), np.full(4, 2.0)], epoch=3)
-    _add_to_weight_sum(path, [np.full((2, 3), 3.0), np.zeros(4)], epoch=4)
-    _add_to_weight_sum(path, [np.full((2, 3), 50.0), np.zeros(4)], epoch=4)  # replayed after a resume: ignored
+    add_to_weight_sum(path, [np.ones((2, 3)), np.full(4, 2.0)], epoch=3)
+    add_to_weight_sum(path, [np.full((2, 3), 3.0), np.zeros(4)], epoch=4)
+    add_to_weight_sum(path, [np.full((2, 3), 50.0), np.zeros(4)], epoch=4)  # replayed after a resume: ignored
     with np.load(path) as saved:
         assert int(saved["count"]) == 2 and int(saved["epoch"]) == 4
         np.testing.assert_allclose(saved["w0"], np.full((2, 3), 4.0))
@@ -213,7 +214,7 @@ def _truncate(text: str) -> str:
     return text[: len(text) // 2]
 
 
-def _set(key: str, value: object):  # noqa: ANN202
+def _set(key: str, value: object) -> Callable[[str], str]:
     def edit(text: str) -> str:
         return json.dumps({**json.loads(text), key: value})
 
@@ -244,14 +245,14 @@ DAMAGE = [
          "state-wrong-type", "state-no-history"],
 )
 def test_resume_on_a_damaged_run_file_is_one_line_and_touches_nothing(
-    tiny_run: Path, tmp_path: Path, name: str, damage, needle: str  # noqa: ANN001
+    tiny_run: Path, tmp_path: Path, name: str, damage: Callable[[str], str], needle: str
 ) -> None:
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     (run / name).write_text(damage((run / name).read_text()))
     before = _files(run)
     proc = run_cli("trainer", "--out", str(run), "--resume")
-    assert_user_error(proc, 2, f"{name} is damaged", needle, "another --out")
+    assert_user_error(proc, 2, f"{name} is damaged", needle, "another folder")
     assert _files(run) == before
 
 

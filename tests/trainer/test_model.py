@@ -55,14 +55,14 @@ def test_model_takes_raw_pixels() -> None:
     assert probs.shape == (1, 7) and probs.sum() == pytest.approx(1.0, abs=1e-5)
 
 
-def test_loading_is_safe_mode(tmp_path) -> None:  # noqa: ANN001
+def test_loading_is_safe_mode(tmp_path) -> None:
     """A .keras file carrying a Lambda (arbitrary Python) is refused, not executed."""
-    from runtime.cli_support import UserError
     from runtime.contract import ModelSpec
+    from runtime.errors import ModelError
     from trainer.model import load_model, save_model
 
     evil = keras.Sequential([keras.Input((48, 48, 1)), keras.layers.Lambda(lambda x: x * 2), keras.layers.Flatten(),
                              keras.layers.Dense(7, activation="softmax")])
     save_model(evil, tmp_path / "lambda.keras", ModelSpec())
-    with pytest.raises(UserError, match="could not be loaded"):
+    with pytest.raises(ModelError, match="could not be loaded"):
         load_model(tmp_path / "lambda.keras")

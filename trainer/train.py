@@ -1,0 +1,320 @@
+"""Training: the ``tf.data`` pipeline, the optimizer, the per-epoch checkpoint, and :func:`fit`.
+
+:func:`fit` trains (or resumes) the run a :class:`~trainer.config.FitConfig` describes and writes
+its report; trainer-fit (:mod:`trainer.fit`) is its command line. TensorFlow and Keras are
+imported inside the functions that use them: importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from runtime.cli_support import first_line
+from runtime.contract import ModelSpec
+from runtime.errors import ModelError
+from trainer.config import FitConfig, check_config
+from trainer.data import load_split, train_val_split
+from trainer.evaluate import evaluate_model, format_report, plot_history
+from trainer.model import build_model, load_model, read_spec, save_model
+from trainer.run_files import (
+    RunError,
+    RunFiles,
+    add_to_weight_sum,
+    check_run_folder,
+    new_state,
+    read_state,
+    write_history,
+    write_json,
+)
+
+
+def class_weight_map(y: np.ndarray, k: int, mode: str) -> dict[int, float] | None:
+    """Loss weight per class: ``balanced`` is ``N / (k * count)``, ``sqrt`` its square root."""
+    if mode == "none":
+        return None
+    counts = np.bincount(y, minlength=k).astype(float)
+    w = len(y) / (k * np.maximum(counts, 1))
+    if mode == "sqrt":
+        w = np.sqrt(w)
+    return {i: float(v) for i, v in enumerate(w)}
+
+
+def make_strategy(cpu_replicas: int):
+    """The distribution strategy: mirrored over all GPUs (>1), or over logical CPUs if asked."""
+    import tensorflow as tf
+
+    if cpu_replicas > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * cpu_replicas)
+        return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(cpu_replicas)])
+    gpus = tf.config.list_physical_devices("GPU")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def make_dataset(
+    x: np.ndarray,
+    y: np.ndarray,
+    k: int,
+    cfg: FitConfig,
+    training: bool,
+    replicas: int = 1,
+    class_weights: dict[int, float] | None = None,
+):
+    """A cached, shuffled (training), augmented (training), prefetched ``tf.data`` pipeline.
+
+    With several replicas every batch is whole and divisible by the replica count (TF cannot
+    split a ragged last batch across replicas), so up to a batch of faces is left out per epoch.
+
+    With ``cfg.mixup`` each augmented training face is blended with the face at the mirrored
+    position of its (shuffled) batch, pixels and one-hot labels alike, with a weight drawn from
+    Beta(a, a) per face. ``class_weights`` become per-face loss weights, the label-weighted mean of
+    the class weights, so a mixed face carries both of its classes' weights in proportion.
+    """
+    import keras
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, tf.one_hot(y, k))).cache()
+    if training:
+        ds = ds.shuffle(len(y), seed=cfg.seed, reshuffle_each_iteration=True)
+    batch = cfg.batch_size
+    if replicas > 1:
+        batch = max(replicas, min(batch, len(y)) // replicas * replicas)
+    ds = ds.batch(batch, drop_remainder=replicas > 1).map(
+        lambda a, b: (tf.cast(a, tf.float32), b), num_parallel_calls=tf.data.AUTOTUNE
+    )
+    if training and cfg.augment:
+        layers = [keras.layers.RandomFlip("horizontal", seed=cfg.seed)]
+        if cfg.shift > 0:
+            layers.append(keras.layers.RandomTranslation(cfg.shift, cfg.shift, fill_mode="nearest", seed=cfg.seed + 1))
+        if cfg.rotate_deg > 0:
+            layers.append(keras.layers.RandomRotation(cfg.rotate_deg / 360.0, fill_mode="nearest", seed=cfg.seed + 2))
+        if cfg.zoom > 0:
+            layers.append(keras.layers.RandomZoom(cfg.zoom, fill_mode="nearest", seed=cfg.seed + 3))
+        aug = keras.Sequential(layers, name="augment")
+        ds = ds.map(
+            lambda a, b: (tf.clip_by_value(aug(a, training=True), 0.0, 255.0), b), num_parallel_calls=tf.data.AUTOTUNE
+        )
+    if training and cfg.mixup > 0:
+        ds = ds.map(lambda a, b: _mixup(a, b, cfg.mixup), num_parallel_calls=tf.data.AUTOTUNE)
+    if training and class_weights:
+        w = tf.constant([class_weights[i] for i in range(k)], tf.float32)
+        ds = ds.map(lambda a, b: (a, b, tf.linalg.matvec(b, w)), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _mixup(x, y, alpha: float):
+    """Blend each face and label of a batch with its mirror-position partner, weight ~ Beta(alpha, alpha)."""
+    import tensorflow as tf
+
+    n = tf.shape(x)[0]
+    g1 = tf.random.gamma([n], alpha)
+    g2 = tf.random.gamma([n], alpha)
+    lam = g1 / (g1 + g2 + 1e-12)  # Beta(alpha, alpha) from two gammas
+    lam_x, lam_y = lam[:, None, None, None], lam[:, None]
+    return x * lam_x + tf.reverse(x, [0]) * (1 - lam_x), y * lam_y + tf.reverse(y, [0]) * (1 - lam_y)
+
+
+def make_optimizer(cfg: FitConfig, steps_per_epoch: int):
+    """Adam with linear warm-up then cosine decay to zero (or a constant rate)."""
+    import keras
+
+    if cfg.schedule == "constant":
+        return keras.optimizers.Adam(cfg.lr)
+    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+    total = cfg.epochs * steps_per_epoch
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else cfg.lr,
+        decay_steps=max(1, total - warmup),
+        alpha=0.0,
+        warmup_target=cfg.lr if warmup else None,
+        warmup_steps=warmup,
+    )
+    return keras.optimizers.Adam(schedule)
+
+
+def _make_checkpoint_callback(files: RunFiles, spec: ModelSpec, state: dict, cfg: FitConfig):
+    """A Keras callback that saves the run after every epoch (defined here: Keras is imported lazily)."""
+    import keras
+
+    class AtomicCheckpoint(keras.callbacks.Callback):
+        """After every epoch: last checkpoint, best model, history, state; all atomic."""
+
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self._t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            logs = logs or {}
+            opt = self.model.optimizer
+            lr = float(keras.ops.convert_to_numpy(opt.learning_rate))
+            row = {
+                "epoch": epoch + 1,
+                **{k: round(float(logs[k]), 5) for k in ("loss", "accuracy", "val_loss", "val_accuracy")},
+                "lr": f"{lr:.3e}",
+                "seconds": round(time.perf_counter() - self._t0, 1),
+            }
+            state["history"].append(row)
+            extra = {"epoch": epoch + 1, "val_accuracy": row["val_accuracy"], "config": dataclasses.asdict(cfg)}
+            if row["val_accuracy"] > state["best_val_accuracy"]:
+                state["best_val_accuracy"] = row["val_accuracy"]
+                state["best_epoch"] = epoch + 1
+                save_model(self.model, files.best, spec, extra)
+            save_model(self.model, files.last, spec, extra)
+            if epoch + 1 > cfg.epochs - cfg.swa_epochs:
+                add_to_weight_sum(files.swa_sum, self.model.get_weights(), epoch + 1)
+            state["epoch"] = epoch + 1
+            write_history(files.history, state["history"])
+            write_json(files.state, state)  # written last: it names a checkpoint that exists
+
+    return AtomicCheckpoint()
+
+
+def _copy_weights(model, path: Path) -> None:
+    """Start ``model`` (a Keras model) from the weights of the ``.keras`` model in ``path``.
+
+    Raises:
+        ModelError: The model does not load, or its layers differ from the documented CNN's.
+    """
+    try:
+        model.set_weights(load_model(path).get_weights())
+    except ValueError as exc:
+        raise ModelError(
+            f"model {path} to start from is not the documented CNN ({first_line(exc, 120)}): "
+            "give a model from trainer-fit"
+        ) from None
+
+
+def fit(cfg: FitConfig, resume: bool = False) -> dict:
+    """Train (or resume) a run and write its report.
+
+    Args:
+        cfg: The run's configuration (for a resume, the one read back by
+            :func:`trainer.run_files.read_config`).
+        resume: Continue the run in ``cfg.out`` from its last checkpoint.
+
+    Returns:
+        The test metrics (the validation metrics when ``cfg.test_eval`` is off).
+
+    Raises:
+        ConfigError, RunError, DataError, ModelError: A bad setting, run folder, data or model.
+    """
+    files = RunFiles(Path(cfg.out))
+    check_config(cfg)
+    check_run_folder(files.out)
+    if resume:
+        state = read_state(files)
+    else:
+        if files.state.is_file():
+            raise RunError(f"{files.out} already holds a run: resume it, or choose another run folder")
+        state = new_state()
+    init_spec = read_spec(Path(cfg.init_from)) if cfg.init_from and not resume else None
+
+    data = Path(cfg.data)
+    t0 = time.perf_counter()
+    train, val = train_val_split(data, cfg.val_fraction, cfg.seed, cfg.limit_per_class)
+    test = load_split(data, "test", cfg.limit_per_class, cfg.seed) if cfg.test_eval else None
+    spec = ModelSpec(labels=train.labels)
+    if init_spec is not None and init_spec != spec:
+        raise ModelError(
+            f"model {cfg.init_from} to start from has another model spec (labels or input): give a trainer-fit model"
+        )
+    n_test, skipped = ("unread", train.skipped) if test is None else (len(test), train.skipped + test.skipped)
+    print(
+        f"data: {len(train)} train / {len(val)} val / {n_test} test faces from {data} "
+        f"({time.perf_counter() - t0:.1f} s; skipped {skipped} unreadable)",
+        file=sys.stderr,
+    )
+
+    files.state.parent.mkdir(parents=True, exist_ok=True)
+    if resume:
+        files.remove_stale_temporaries()
+    print(f"run folder: {files.out.resolve()}", file=sys.stderr)
+    write_json(files.config, {**dataclasses.asdict(cfg), "labels": list(spec.labels)})
+
+    import keras
+    import tensorflow as tf
+
+    strategy = make_strategy(cfg.cpu_replicas)
+    keras.utils.set_random_seed(cfg.seed)
+    if cfg.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    k = spec.num_classes
+    steps = int(np.ceil(len(train) / cfg.batch_size))
+    with strategy.scope():
+        if resume:
+            model = load_model(files.last, compile=True)
+            print(f"resuming at epoch {state['epoch'] + 1}/{cfg.epochs} from {files.last}", file=sys.stderr)
+        else:
+            model = build_model(spec)
+            if cfg.init_from:
+                _copy_weights(model, Path(cfg.init_from))
+                print(f"starting from the weights of {cfg.init_from}", file=sys.stderr)
+            model.compile(
+                optimizer=make_optimizer(cfg, steps),
+                loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+                metrics=["accuracy"],
+            )
+    print(
+        f"devices: {strategy.num_replicas_in_sync} replica(s); GPUs: {len(tf.config.list_physical_devices('GPU'))}",
+        file=sys.stderr,
+    )
+    callbacks = [_make_checkpoint_callback(files, spec, state, cfg)]
+    if cfg.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(files.out / "tensorboard")))
+    if state["epoch"] < cfg.epochs:
+        model.fit(
+            make_dataset(
+                train.x,
+                train.y,
+                k,
+                cfg,
+                training=True,
+                replicas=strategy.num_replicas_in_sync,
+                class_weights=class_weight_map(train.y, k, cfg.class_weights),
+            ),
+            validation_data=make_dataset(val.x, val.y, k, cfg, training=False, replicas=strategy.num_replicas_in_sync),
+            epochs=cfg.epochs,
+            initial_epoch=state["epoch"],
+            callbacks=callbacks,
+            verbose=1 if sys.stderr.isatty() else 2,
+        )
+    save_model(model, files.final, spec, {"epoch": state["epoch"], "config": dataclasses.asdict(cfg)})
+    plot_history(files.history, files.curves)
+    swa_val = None
+    if cfg.swa_epochs:
+        with np.load(files.swa_sum) as saved:
+            count = int(saved["count"])
+            model.set_weights([saved[f"w{i}"] / count for i in range(len(model.get_weights()))])
+        save_model(model, files.swa, spec, {"swa_of_epochs": count, "config": dataclasses.asdict(cfg)})
+        swa_val = evaluate_model(model, val)["accuracy"]
+        print(f"swa.keras: mean of the last {count} epochs, val accuracy {swa_val:.4f}", file=sys.stderr)
+    best = load_model(files.best)
+    val_report = evaluate_model(best, val, files.out / "val", "val")
+    if test is not None:
+        report = evaluate_model(best, test, files.out, "test")
+        report["val"] = {key: val_report[key] for key in ("accuracy", "macro_f1", "per_class")}
+    else:
+        report = val_report
+    report.update(
+        {
+            "model": "best.keras",
+            "best_epoch": state["best_epoch"],
+            "best_val_accuracy": state["best_val_accuracy"],
+            "swa_val_accuracy": swa_val,
+            "epochs": state["epoch"],
+            "mean_epoch_seconds": round(float(np.mean([r["seconds"] for r in state["history"]] or [0])), 1),
+            "train_faces": len(train),
+            "val_faces": len(val),
+            "test_faces": len(test) if test is not None else None,
+        }
+    )
+    write_json(files.out / "metrics.json", report)
+    print(format_report(report))
+    print(f"wrote {files.best}, {files.final}, {files.out / 'metrics.json'} and plots", file=sys.stderr)
+    return report
