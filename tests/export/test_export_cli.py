@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from export.onnx_export import COUNTS, OPSETS
+from export.config import COUNTS, OPSETS
+from runtime.cli_support import Number
 from tests.conftest import ROOT, assert_user_error, run_cli
 
 SHIPPED_KERAS_LIKE = ROOT / "models" / "emotion_cnn.onnx"  # any existing file: the flags are refused first
@@ -23,7 +24,7 @@ BAD_FLAGS = [
 
 
 @pytest.mark.parametrize(("flag", "value", "bounds"), BAD_FLAGS, ids=[f"{f}={v}" for f, v, _ in BAD_FLAGS])
-def test_numeric_flags_are_bounded(tmp_path: Path, flag: str, value: str, bounds) -> None:  # noqa: ANN001
+def test_numeric_flags_are_bounded(tmp_path: Path, flag: str, value: str, bounds: Number | None) -> None:
     out = tmp_path / "m.onnx"
     proc = run_cli("export", str(SHIPPED_KERAS_LIKE), "--output", str(out), f"{flag}={value}")
     shown = "[0, 4294967295]" if bounds is None else bounds.bounds_text.removeprefix("range ")

@@ -124,7 +124,7 @@ def _broken_models(tmp: Path) -> dict[str, Path]:
         ("tiny", "ok.onnx", ["--labels", "a,b,c"], "3 labels"),
         ("tiny", "ok.onnx", ["--labels", "Angry,b,c,d,e,f,g"], "lowercase"),
         ("tiny", "nofolder/ok.onnx", [], "does not exist"),
-        ("tiny", "/proc/ok.onnx", [], "not writable"),
+        ("tiny", "/proc/ok.onnx", [], "folder /proc"),
         ("tiny", "ok.txt", [], ".onnx"),
     ],
     ids=["missing", "not-keras", "no-spec", "wrong-input", "class-count", "labels-count", "labels-case",
@@ -195,7 +195,9 @@ def test_tta_flip_zoom_matches_six_views_made_with_opencv(tiny_run: Path, fer_di
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_interrupted_int8_leaves_no_unverified_file(tiny_run: Path, fer_dir: Path, tmp_path: Path, sig) -> None:  # noqa: ANN001
+def test_interrupted_int8_leaves_no_unverified_file(
+    tiny_run: Path, fer_dir: Path, tmp_path: Path, sig: signal.Signals
+) -> None:
     """A signal while the INT8 variant is being made: no int8 file where the runtime would load it, no temporary."""
     out = tmp_path / "m.onnx"
     args = [sys.executable, "-m", "export", str(tiny_run / "best.keras"), "--output", str(out), "--int8",
