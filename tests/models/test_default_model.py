@@ -36,7 +36,7 @@ def test_default_model_loads_with_its_contract() -> None:
     assert meta["test_time_augmentation"] == "flip-zoom" and meta["forward_passes"] == "6"
 
 
-def test_default_model_accuracy_on_real_public_test_faces(public_test_sample) -> None:  # noqa: ANN001
+def test_default_model_accuracy_on_real_public_test_faces(public_test_sample: tuple[np.ndarray, np.ndarray]) -> None:
     x, y = public_test_sample
     probs = EmotionClassifier(provider="cpu").predict(x)
     accuracy = float((probs.argmax(1) == y).mean())
@@ -46,7 +46,7 @@ def test_default_model_accuracy_on_real_public_test_faces(public_test_sample) ->
     assert float((EmotionClassifier(provider="cpu").predict(x / 255.0).argmax(1) == y).mean()) < accuracy - 0.15
 
 
-def test_int8_variant_agrees_with_fp32(public_test_sample) -> None:  # noqa: ANN001
+def test_int8_variant_agrees_with_fp32(public_test_sample: tuple[np.ndarray, np.ndarray]) -> None:
     if not INT8_MODEL.is_file():
         pytest.skip("no INT8 variant shipped (it did not meet its accuracy bound)")
     x, y = public_test_sample
