@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from runtime.errors import EXIT_FAILED as EXIT_FAILED  # re-exported: the commands import exit codes from here
-from runtime.errors import EXIT_USAGE, EmocamError
+from runtime.errors import EXIT_USAGE, EmocamError, OutputError
 
 EXIT_INTERRUPTED = 130  # Ctrl-C, after finalising outputs
 EXIT_BROKEN_PIPE = 141  # the reader of stdout (or of a piped output) went away: 128 + SIGPIPE, as shell tools
@@ -272,8 +272,8 @@ def atomic_path(dest: Path | str, suffix: str | None = None) -> Iterator[Path]:
         fd, tmp_name = tempfile.mkstemp(
             prefix=f".{temp_stem(dest.name)}.", suffix=suffix if suffix is not None else dest.suffix, dir=dest.parent
         )
-    except OSError as exc:
-        raise UserError(f"cannot write {dest} ({exc.strerror}): choose a writable folder") from None
+    except OSError as exc:  # a library error (plain words): atomic_path serves library code too
+        raise OutputError(f"cannot write {dest} ({exc.strerror}): choose a writable folder", EXIT_USAGE) from None
     os.close(fd)
     tmp = Path(tmp_name)
     umask = os.umask(0)

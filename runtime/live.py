@@ -22,6 +22,7 @@ import numpy as np
 
 from runtime.cli_support import THREADS, ArgumentParser, Number, UserError, check_output_path, run_main
 from runtime.errors import EmocamError
+from runtime.outputs import VIDEO_FOURCC, Outputs
 from runtime.sources import DEMO, IMAGE_SUFFIXES, OPEN_TIMEOUT_S, ImageSource
 
 DEMO_OUTPUT = "runtime-live-demo.jpg"  # where the headless demo writes when no --output is given
@@ -42,7 +43,6 @@ def _parser() -> ArgumentParser:
     from runtime.annotate import EmojiAnnotator
     from runtime.classifier import EmotionClassifier
     from runtime.detector import HaarDetector
-    from runtime.outputs import VIDEO_FOURCC
     from runtime.pipeline import Pipeline
     from runtime.tracker import FaceTracker
 
@@ -160,54 +160,9 @@ class _StopSignals:
             raise _Stop()
 
 
-class Outputs:
-    """The annotated video or image and the JSON Lines file of a run.
-
-    Each is written to a temporary file and renamed into place by :meth:`close` (see
-    :mod:`runtime.outputs`); :meth:`discard` drops them all after a failure, leaving every
-    destination as it was.
-    """
-
-    def __init__(self, output: Path | None, jsonl: Path | None, fps: float) -> None:
-        from runtime.outputs import ImageWriter, JsonlWriter, VideoWriter
-
-        self.media = None
-        if output is not None:
-            image = output.suffix.lower() in IMAGE_SUFFIXES
-            self.media = ImageWriter(output) if image else VideoWriter(output, fps)
-        self.jsonl = JsonlWriter(jsonl) if jsonl is not None else None
-        if self.jsonl is not None and self.jsonl.stream:
-            self.jsonl.open()  # a pipe with no reader fails now, not in the middle of the loop
-        self.written: list[Path] = []  # finalised, checked files
-
-    def write(self, frame: np.ndarray, record: dict) -> None:
-        """One frame's JSON line and annotated frame (raises OutputError, BrokenPipeError)."""
-        if self.jsonl is not None:
-            self.jsonl.write(record)
-        if self.media is not None:
-            self.media.write(frame)
-
-    def close(self) -> None:
-        """Finalise every output; the first failure discards the rest and is raised."""
-        for writer in (self.jsonl, self.media):
-            if writer is None:
-                continue
-            try:
-                if writer.close():
-                    self.written.append(writer.path)
-            except Exception:
-                self.discard()
-                raise
-
-    def discard(self) -> None:
-        for writer in (self.jsonl, self.media):
-            if writer is not None:
-                writer.discard()
-
-
 def _check_paths(args: argparse.Namespace, source_files: Sequence[Path]) -> None:
     """Refuse outputs that are the same file as each other or as anything the source reads."""
-    from runtime.outputs import display, same_file
+    from runtime.files import display, same_file
 
     if args.output is not None and args.jsonl is not None and same_file(args.output, args.jsonl):
         raise UserError("--output and --jsonl name the same file: give them different paths")
@@ -222,7 +177,7 @@ def _check_paths(args: argparse.Namespace, source_files: Sequence[Path]) -> None
 
 def _validate(args: argparse.Namespace) -> None:
     """Checks that need no OpenCV: paths and suffixes (numbers are bounded by the parser)."""
-    from runtime.outputs import VIDEO_FOURCC, is_stream
+    from runtime.files import is_stream
 
     if not args.source.strip():
         raise UserError("--source is empty: give a camera index, a video, an image, a folder, a URL or 'demo'")
@@ -325,20 +280,19 @@ def _loop(args: argparse.Namespace, source, pipe, outputs: Outputs, stops: _Stop
             return
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """runtime-live: facial emotion to emoji, live or headless."""
-    args = _parser().parse_args(argv)
-    _validate(args)
-    os.environ.setdefault("OPENCV_FFMPEG_DEBUG", "1")  # with the level below: FFmpeg's own log lines are silenced;
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # our errors say what went wrong (AV_LOG_QUIET)
+def _quiet_opencv() -> None:
+    """Silence OpenCV's and FFmpeg's own log lines: our one-line errors say what went wrong."""
+    os.environ.setdefault("OPENCV_FFMPEG_DEBUG", "1")  # with the level below: FFmpeg logs nothing
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
     import cv2
 
-    from runtime.outputs import display
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
+
+def _open_source(args: argparse.Namespace, source_name: str):  # -> FrameSource
+    """Open the source, and refuse outputs that are one of the files it reads."""
     from runtime.sources import OpenTimeout, open_source
 
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-    source_name = _choose_source(args)
-    pipe = _build_pipeline(args)
     try:
         source = open_source(source_name, reconnect=args.reconnect, open_timeout_s=args.open_timeout)
     except OpenTimeout as exc:
@@ -348,8 +302,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError:
         source.close()
         raise
-    print(f"runtime-live: {source.description} -> model {pipe.classifier.path.name} on {pipe.classifier.provider}",
-          file=sys.stderr)
+    return source
+
+
+def _process(args: argparse.Namespace, source, pipe) -> tuple[_Run, list[Path]]:
+    """The frame loop under the stop signals; then the outputs are finalised, or dropped after a failure.
+
+    Returns:
+        What the loop counted, and the files written (finalised and checked).
+
+    Raises:
+        EmocamError: A write or the model failed (the outputs were dropped: earlier results stay).
+        BrokenPipeError: The reader of a streamed output went away (the outputs were finalised).
+    """
+    import cv2
+
     run, stops = _Run(), _StopSignals()
     previous = {sig: signal.signal(sig, stops) for sig in STOP_SIGNALS}
     outputs = None
@@ -385,9 +352,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             signal.signal(sig, handler)
     if failure is not None:  # an EmocamError carries its exit code (1 for a failed write)
         raise failure
+    return run, outputs.written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """runtime-live: facial emotion to emoji, live or headless."""
+    from runtime.files import display
+
+    args = _parser().parse_args(argv)
+    _validate(args)
+    _quiet_opencv()
+    source_name = _choose_source(args)
+    pipe = _build_pipeline(args)
+    source = _open_source(args, source_name)
+    print(f"runtime-live: {source.description} -> model {pipe.classifier.path.name} on {pipe.classifier.provider}",
+          file=sys.stderr)
+    run, written = _process(args, source, pipe)
     if not run.frame_ms and getattr(source, "skipped", None):
         raise UserError(f"{source.description}: no file decoded as an image (skipped {len(source.skipped)})")
-    for path in outputs.written if outputs is not None else ():
+    for path in written:
         print(f"runtime-live: wrote {display(path.resolve() if path.exists() else path)}", file=sys.stderr)
     print(json.dumps(_summary(args, source, pipe, run)), flush=True)
     return 0

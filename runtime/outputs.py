@@ -20,151 +20,19 @@ import errno
 import json
 import os
 import resource
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from runtime.cli_support import os_error_text, temp_stem
+from runtime.cli_support import os_error_text
 from runtime.errors import OutputError
+from runtime.files import TempFile, display, failure_cause, is_stream, opencv_path, write_all
 from runtime.image import ImageError, encode_image
 
 VIDEO_FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}  # container -> codec
 MPEG4_MAX_SIDE = 8191  # MPEG-4 Part 2 codes frame sides in 13 bits; FFmpeg also refuses 1-pixel sides
-LOW_SPACE_BYTES = 1 << 20  # free space below which a failed write is put down to a full disk
 CHECK_EVERY = 16  # video frames between checks that the temporary file is still there, with room to grow
-
-
-def is_stream(path: Path) -> bool:
-    """True when ``path`` exists and is not a regular file (a terminal, a pipe, ``/dev/stdout``)."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return False
-    import stat
-
-    return not stat.S_ISREG(st.st_mode)
-
-
-def same_file(a: Path, b: Path) -> bool:
-    """True when ``a`` and ``b`` are one file: the same resolved path, or the same inode (links)."""
-    try:
-        if os.path.realpath(a) == os.path.realpath(b):
-            return True
-        sa, sb = os.stat(a), os.stat(b)
-    except OSError:
-        return False
-    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
-
-
-def opencv_path(path: Path) -> tuple[str, int | None]:
-    """A ``str`` path OpenCV can take for ``path``, and a folder descriptor to close afterwards.
-
-    OpenCV crashes on a path that is not valid UTF-8. For such a path (on Linux) the file is
-    reached through ``/proc/self/fd/<folder descriptor>/<name>`` instead, which keeps the file
-    name's suffix (OpenCV picks the container from it).
-
-    Raises:
-        OutputError: The name is not UTF-8 and this system has no ``/proc/self/fd``.
-    """
-    text = str(path)
-    if _is_utf8(text):
-        return text, None
-    name = path.name
-    if not _is_utf8(name):
-        raise OutputError(f"{display(path)}: the file name is not valid UTF-8: rename it")
-    if not os.path.isdir("/proc/self/fd"):
-        raise OutputError(f"{display(path)}: the folder name is not valid UTF-8: rename it")
-    dir_fd = os.open(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    return f"/proc/self/fd/{dir_fd}/{name}", dir_fd
-
-
-def _is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def display(path: Path | str) -> str:
-    """``path`` as printable text: bytes that are not UTF-8 appear as ``\\xNN``."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
-
-
-def _failure_cause(path: Path, exc: OSError | None = None) -> str:
-    """The likeliest true cause of a failed write to ``path``, for when the writer does not say."""
-    folder = path.parent
-    if not folder.is_dir():
-        return f"the output folder {display(folder)} was removed during the run"
-    if exc is not None and exc.errno not in (None, errno.EIO):
-        return os_error_text(exc, display(path))
-    try:
-        st = os.statvfs(folder)
-        if st.f_bavail * st.f_frsize < LOW_SPACE_BYTES:
-            return f"no space left on device ({display(folder)})"
-    except OSError:
-        pass
-    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-    if limit != resource.RLIM_INFINITY:
-        return f"file too large for the file-size limit (ulimit -f: {limit} bytes) ({display(path)})"
-    return f"the writer failed ({display(path)})"
-
-
-class _TempFile:
-    """A temporary file beside ``dest``, renamed onto it by :meth:`commit`, else removed."""
-
-    def __init__(self, dest: Path) -> None:
-        self.dest = dest
-        safe = temp_stem(dest.name) if _is_utf8(dest.name) else "emocam-output"  # OpenCV may open it by name
-        try:
-            fd, name = tempfile.mkstemp(prefix=f".{safe}.partial-", suffix=dest.suffix, dir=dest.parent)
-        except OSError as exc:
-            raise OutputError(f"cannot write {display(dest)}: {os_error_text(exc)}") from None
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; the result gets the usual permissions
-        self.fd: int | None = fd
-        self.path = Path(name)
-
-    def close_fd(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-    def commit(self) -> None:
-        """Flush to disk and rename onto the destination.
-
-        Raises:
-            OutputError: The data cannot be flushed or the rename fails (the folder is gone).
-        """
-        try:
-            fd = self.fd if self.fd is not None else os.open(self.path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                if fd != self.fd:
-                    os.close(fd)
-            self.close_fd()
-            os.replace(self.path, self.dest)
-        except OSError as exc:
-            raise OutputError(f"could not finish {display(self.dest)}: {_failure_cause(self.dest, exc)}") from None
-
-    def discard(self) -> None:
-        self.close_fd()
-        with contextlib.suppress(OSError):
-            os.unlink(self.path)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    """``os.write`` until every byte is out (raises OSError on a failed write)."""
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        if n <= 0:
-            raise OSError(errno.EIO, "write returned 0")
-        view = view[n:]
 
 
 class JsonlWriter:
@@ -179,7 +47,7 @@ class JsonlWriter:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.lines = 0
-        self._tmp: _TempFile | None = None
+        self._tmp: TempFile | None = None
         self._fd: int | None = None
         self.stream = is_stream(path)  # a pipe or device: written to directly, not renamed onto
 
@@ -195,7 +63,7 @@ class JsonlWriter:
             self.open()
         start = None if self.stream else os.lseek(self._fd, 0, os.SEEK_CUR)
         try:
-            _write_all(self._fd, data)
+            write_all(self._fd, data)
         except BrokenPipeError:
             raise
         except OSError as exc:
@@ -203,7 +71,7 @@ class JsonlWriter:
                 with contextlib.suppress(OSError):
                     os.ftruncate(self._fd, start)
                     os.lseek(self._fd, start, os.SEEK_SET)
-            raise OutputError(f"could not write {display(self.path)}: {_failure_cause(self.path, exc)}") from None
+            raise OutputError(f"could not write {display(self.path)}: {failure_cause(self.path, exc)}") from None
         self.lines += 1
 
     def open(self) -> None:
@@ -225,7 +93,7 @@ class JsonlWriter:
                                       "start the reader first") from None
                 raise OutputError(f"cannot write {display(self.path)}: {os_error_text(exc)}") from None
         else:
-            self._tmp = _TempFile(self.path)
+            self._tmp = TempFile(self.path)
             self._fd = self._tmp.fd
 
     def close(self) -> bool:
@@ -285,12 +153,12 @@ class ImageWriter:
             except OSError as exc:
                 raise OutputError(f"could not write {display(self.path)}: {os_error_text(exc)}") from None
             return True
-        tmp = _TempFile(self.path)
+        tmp = TempFile(self.path)
         try:
-            _write_all(tmp.fd, data)
+            write_all(tmp.fd, data)
         except OSError as exc:
             tmp.discard()
-            raise OutputError(f"could not write {display(self.path)}: {_failure_cause(self.path, exc)}") from None
+            raise OutputError(f"could not write {display(self.path)}: {failure_cause(self.path, exc)}") from None
         try:
             tmp.commit()
         except OutputError:
@@ -336,7 +204,7 @@ class VideoWriter:
         self.frames = 0
         self.size_wh: tuple[int, int] | None = None
         self._writer = None
-        self._tmp: _TempFile | None = None
+        self._tmp: TempFile | None = None
         self._dir_fd: int | None = None
 
     def write(self, frame: np.ndarray) -> None:
@@ -360,13 +228,13 @@ class VideoWriter:
         problem = video_size_problem(self.suffix, self.size_wh)
         if problem:
             raise OutputError(f"cannot write video {display(self.path)}: {problem}")
-        self._tmp = _TempFile(self.path)
+        self._tmp = TempFile(self.path)
         self._tmp.close_fd()  # OpenCV opens it by name
         cv_path, self._dir_fd = opencv_path(self._tmp.path)
         fourcc = cv2.VideoWriter_fourcc(*VIDEO_FOURCC[self.suffix])
         self._writer = cv2.VideoWriter(cv_path, fourcc, self.fps, self.size_wh)
         if not self._writer.isOpened():
-            cause = _failure_cause(self.path)
+            cause = failure_cause(self.path)
             if cause.startswith("the writer failed"):
                 cause = f"OpenCV's {self.suffix} writer refused {w}x{h} frames: try .avi"
             self._abandon()
@@ -379,7 +247,7 @@ class VideoWriter:
             size = os.stat(self._tmp.path).st_size
         except OSError as exc:
             self._abandon()
-            raise OutputError(f"could not write {display(self.path)}: {_failure_cause(self.path, exc)}") from None
+            raise OutputError(f"could not write {display(self.path)}: {failure_cause(self.path, exc)}") from None
         full = False
         with contextlib.suppress(OSError):
             st = os.statvfs(self._tmp.path.parent)
@@ -387,7 +255,7 @@ class VideoWriter:
         limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
         if full or (limit != resource.RLIM_INFINITY and size >= limit):
             self._abandon()
-            raise OutputError(f"could not write {display(self.path)}: {_failure_cause(self.path)}")
+            raise OutputError(f"could not write {display(self.path)}: {failure_cause(self.path)}")
 
     def _readable_frames(self) -> int:
         """Frames the finished file holds by its own index (0 when it does not open), once its
@@ -429,7 +297,7 @@ class VideoWriter:
         except OutputError:
             found = 0
         if found < self.frames - 1:  # Matroska's count is an estimate from its duration: one frame of slack
-            cause = _failure_cause(self.path)
+            cause = failure_cause(self.path)
             self._tmp.discard()
             raise OutputError(
                 f"could not write {display(self.path)}: {cause}; {found} of {self.frames} frames were readable, "
@@ -456,3 +324,46 @@ class VideoWriter:
     def discard(self) -> None:
         """Drop the partial video (after a failure): the destination stays as it was."""
         self._abandon()
+
+
+class Outputs:
+    """The annotated video or image and the JSON Lines file of a run.
+
+    Each is written to a temporary file and renamed into place by :meth:`close` (see
+    :mod:`runtime.outputs`); :meth:`discard` drops them all after a failure, leaving every
+    destination as it was.
+    """
+
+    def __init__(self, output: Path | None, jsonl: Path | None, fps: float) -> None:
+        self.media = None
+        if output is not None:
+            image = output.suffix.lower() not in VIDEO_FOURCC
+            self.media = ImageWriter(output) if image else VideoWriter(output, fps)
+        self.jsonl = JsonlWriter(jsonl) if jsonl is not None else None
+        if self.jsonl is not None and self.jsonl.stream:
+            self.jsonl.open()  # a pipe with no reader fails now, not in the middle of the loop
+        self.written: list[Path] = []  # finalised, checked files
+
+    def write(self, frame: np.ndarray, record: dict) -> None:
+        """One frame's JSON line and annotated frame (raises OutputError, BrokenPipeError)."""
+        if self.jsonl is not None:
+            self.jsonl.write(record)
+        if self.media is not None:
+            self.media.write(frame)
+
+    def close(self) -> None:
+        """Finalise every output; the first failure discards the rest and is raised."""
+        for writer in (self.jsonl, self.media):
+            if writer is None:
+                continue
+            try:
+                if writer.close():
+                    self.written.append(writer.path)
+            except Exception:
+                self.discard()
+                raise
+
+    def discard(self) -> None:
+        for writer in (self.jsonl, self.media):
+            if writer is not None:
+                writer.discard()

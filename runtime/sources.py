@@ -21,8 +21,8 @@ import cv2
 import numpy as np
 
 from runtime.errors import SourceError
+from runtime.files import display
 from runtime.image import ImageError, read_image
-from runtime.outputs import display
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}  # decoded by OpenCV's imdecode
 DEMO = "demo"  # --source value for the bundled public-domain photo

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.live import Outputs
+from runtime.outputs import Outputs
 from runtime.pipeline import Pipeline
 
 FULL_SOAK_FRAMES = int(os.environ.get("SOAK_FRAMES", "20000"))  # the bar: at least 20,000
