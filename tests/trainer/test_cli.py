@@ -192,7 +192,7 @@ def test_eval_out_that_is_a_file_is_refused(fer_dir: Path, tmp_path: Path) -> No
 
 def _failing_onnx(path: Path) -> Path:
     """An ONNX model that keeps the runtime's contract (metadata, shapes) but fails in session.run."""
-    import onnx
+    onnx = pytest.importorskip("onnx")  # the [train] extra
     from onnx import TensorProto, helper
 
     from runtime.contract import ModelSpec
