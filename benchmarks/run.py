@@ -50,9 +50,9 @@ from benchmarks.targets import REQUIRED_FIELDS as REQUIRED_FIELDS  # re-exported
 from benchmarks.targets import SCHEMA, TARGETS, evaluate_targets, main_clip, validate
 from benchmarks.timing import FULL, QUICK, Mode, log, rounded, shown_path
 from runtime.classifier import EmotionClassifier, default_model_path
-from runtime.cli_support import EXIT_FAILED, SEED, THREADS, ArgumentParser, Number, UserError, run_main
+from runtime.cli_support import EXIT_FAILED, SEED, THREADS, ArgumentParser, Number, UserError, path_arg, run_main
 from runtime.pipeline import Pipeline
-from trainer.cli_common import SHARED, inference_errors, path_arg, shared_path, terminate_as_interrupt, write_errors
+from trainer.cli_common import SHARED, inference_errors, shared_path, terminate_as_interrupt, write_errors
 
 DEFAULT_OUT_DIR = Path(__file__).resolve().parent / "results"  # benchmarks/results beside this file
 DEFAULT_CLIP = ("media", "WolfgangLanger_Pexels.mp4")  # under ../shared: 472 frames, 640x360, one face

@@ -54,11 +54,12 @@ from runtime.cli_support import (
     UserError,
     atomic_path,
     check_output_path,
+    path_arg,
     run_main,
 )
 from runtime.contract import ContractError, ModelSpec
 from runtime.errors import EmocamError, ModelError, OutputError
-from trainer.cli_common import inference_errors, path_arg, terminate_as_interrupt, write_errors
+from trainer.cli_common import inference_errors, terminate_as_interrupt, write_errors
 from trainer.model import check_against_spec, load_model, read_spec
 
 

@@ -92,6 +92,13 @@ class Number:
         return f"Number({self.kind.__name__}, {self.lo}, {self.hi})"
 
 
+def path_arg(text: str) -> Path:
+    """An argparse ``type`` for a path: refuses the empty string (``Path("")`` would be ``.``)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path: give a file or folder name")
+    return Path(text)
+
+
 #: Shared bounds, so every command says the same thing about the same flag.
 SEED = Number(int, 0, 2**32 - 1)  # numpy's and TensorFlow's seeds are 32-bit unsigned
 THREADS = Number(int, 0, 256)  # onnxruntime intra-op threads (0: one per core)

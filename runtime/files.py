@@ -21,12 +21,12 @@ LOW_SPACE_BYTES = 1 << 20  # free space below which a failed write is put down t
 
 
 def is_stream(path: Path) -> bool:
-    """True when ``path`` exists and is not a regular file (a terminal, a pipe, ``/dev/stdout``)."""
+    """True when ``path`` is a stream to write to directly: a terminal, a pipe, ``/dev/stdout``, a socket."""
     try:
         st = os.stat(path)
     except OSError:
         return False
-    return not stat.S_ISREG(st.st_mode)
+    return stat.S_ISCHR(st.st_mode) or stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode)
 
 
 def same_file(a: Path, b: Path) -> bool:

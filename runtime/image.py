@@ -9,6 +9,8 @@ so every name works and every failure has its real cause.
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import cv2
@@ -98,6 +100,8 @@ def read_image(path: str | Path, flags: int = PHOTO_FLAGS) -> np.ndarray:
         ImageError: The file cannot be read, is empty, truncated, or does not decode.
     """
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a pipe or a device would block or never end
+            raise ImageError("is not a regular file (a pipe, a device or a folder)")
         data = Path(path).read_bytes()
     except OSError as exc:
         raise ImageError(f"cannot be read ({exc.strerror or exc})") from None
@@ -106,7 +110,12 @@ def read_image(path: str | Path, flags: int = PHOTO_FLAGS) -> np.ndarray:
     reason = _truncation(data)
     if reason:
         raise ImageError(reason)
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    try:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    except cv2.error as exc:  # OpenCV refuses images past its pixel limit (a decompression bomb) by raising
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(exc):
+            raise ImageError("has more pixels than OpenCV decodes (2^30): shrink it") from None
+        raise ImageError(f"does not decode as an image ({str(exc).strip().splitlines()[-1][:120]})") from None
     if img is None or img.size == 0:
         raise ImageError("does not decode as an image")
     return to_uint8(img)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.cli_support import THREADS, ArgumentParser, Number, UserError, check_output_path, run_main
+from runtime.cli_support import THREADS, ArgumentParser, Number, UserError, check_output_path, path_arg, run_main
 from runtime.errors import EmocamError
 from runtime.outputs import VIDEO_FOURCC, Outputs
 from runtime.sources import DEMO, IMAGE_SUFFIXES, OPEN_TIMEOUT_S, ImageSource
@@ -50,17 +50,17 @@ def _parser() -> ArgumentParser:
     p.add_argument("--source", default=AUTO,
                    help="auto (camera 0 with a window if present, else the demo), demo, a camera index, "
                         "a video file, a stream URL, an image, or a folder of images")
-    p.add_argument("--model", type=Path, default=None,
+    p.add_argument("--model", type=path_arg, default=None,
                    help="ONNX model from export-onnx, or a shipped one: fp32 (the default) or int8 (faster on a CPU)")
     p.add_argument("--provider", choices=["auto", "cpu", "cuda"], default=_default(EmotionClassifier, "provider"),
                    help="onnxruntime execution provider")
     p.add_argument("--threads", type=THREADS, default=_default(EmotionClassifier, "threads"),
                    help="onnxruntime intra-op threads (0: one per core)")
     p.add_argument("--no-window", action="store_true", help="headless: no window (servers, CI)")
-    p.add_argument("--output", type=Path, default=None,
+    p.add_argument("--output", type=path_arg, default=None,
                    help=f"write the annotated video ({', '.join(VIDEO_FOURCC)}) or image (.jpg, .png, ...); "
                         "a partial .mkv or .avi still plays after a SIGKILL, a partial .mp4 does not")
-    p.add_argument("--jsonl", type=Path, default=None, help="write one JSON line per frame")
+    p.add_argument("--jsonl", type=path_arg, default=None, help="write one JSON line per frame")
     p.add_argument("--max-frames", type=Number(int, 1, 10**12), default=None, help="stop after N frames")
     p.add_argument("--open-timeout", type=Number(float, 0.1, 3600), default=OPEN_TIMEOUT_S,
                    help="seconds a video, stream or pipe may take to open")
@@ -80,7 +80,7 @@ def _parser() -> ArgumentParser:
                    help="crop margin around each face (fraction of its size); 0 matches FER2013's framing")
     g.add_argument("--smoothing", type=Number(float, 0.0, 0.99), default=_default(FaceTracker, "smoothing"),
                    help="weight of the past in per-face probability smoothing")
-    g.add_argument("--emoji-dir", type=Path, default=None,
+    g.add_argument("--emoji-dir", type=path_arg, default=None,
                    help="folder with one <label>.png per class (your own avatars)")
     g.add_argument("--placement", choices=["over", "beside"], default=_default(EmojiAnnotator, "placement"),
                    help="emoji over the face or beside it")

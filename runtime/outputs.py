@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from runtime.cli_support import os_error_text
-from runtime.errors import OutputError
+from runtime.errors import EXIT_USAGE, OutputError
 from runtime.files import TempFile, display, failure_cause, is_stream, opencv_path, write_all
 from runtime.image import ImageError, encode_image
 
@@ -90,7 +90,7 @@ class JsonlWriter:
             except OSError as exc:
                 if exc.errno == errno.ENXIO:
                     raise OutputError(f"cannot write {display(self.path)}: the pipe has no reader; "
-                                      "start the reader first") from None
+                                      "start the reader first", EXIT_USAGE) from None
                 raise OutputError(f"cannot write {display(self.path)}: {os_error_text(exc)}") from None
         else:
             self._tmp = TempFile(self.path)

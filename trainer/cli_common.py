@@ -8,7 +8,6 @@ failed inference or a termination signal into one line. Standard library only (p
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import signal
 from collections.abc import Iterator
@@ -32,13 +31,6 @@ def shared_path(*parts: str) -> Path:
     """
     rel = SHARED.joinpath(*parts)
     return rel if rel.exists() else PROJECT_ROOT / rel
-
-
-def path_arg(text: str) -> Path:
-    """An argparse ``type`` for a path: refuses the empty string (``Path("")`` would be ``.``)."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError("an empty path: give a file or folder name")
-    return Path(text)
 
 
 @contextlib.contextmanager

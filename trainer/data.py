@@ -121,7 +121,7 @@ def _read_folder(
     paths: list[Path] = []
     ys: list[int] = []
     for idx, name in enumerate(labels):
-        files = sorted(p for p in (folder / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(p for p in (folder / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if limit_per_class is not None and len(files) > limit_per_class:
             files = [files[i] for i in sorted(rng.choice(len(files), limit_per_class, replace=False))]
         paths += files

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from runtime.classifier import EmotionClassifier
-from runtime.cli_support import SEED, ArgumentParser, UserError, atomic_path, run_main
-from trainer.cli_common import VAL_FRACTION, inference_errors, path_arg, write_errors
+from runtime.cli_support import SEED, ArgumentParser, UserError, atomic_path, path_arg, run_main
+from trainer.cli_common import VAL_FRACTION, inference_errors, write_errors
 from trainer.config import FitConfig
 from trainer.data import Split, load_split, train_val_split
 from trainer.model import check_against_spec, load_model, read_spec

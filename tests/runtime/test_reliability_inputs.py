@@ -292,3 +292,46 @@ def test_a_model_and_an_emoji_folder_with_non_utf8_names(media_dir: Path, tmp_pa
                           capture_output=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout.decode().splitlines()[-1])["faces"] == 1
+
+
+def _png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG that claims ``width`` x ``height`` pixels (a decompression bomb's header) with a tiny body."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit grayscale
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_decompression_bomb_is_one_line(media_dir: Path, tmp_path: Path):
+    bomb = _png_header_only(tmp_path / "bomb.png", 60000, 60000)
+    proc = run_cli("runtime", "--source", str(bomb), "--no-window", cwd=tmp_path, timeout=60)
+    assert_user_error(proc, 2, "bomb.png", "more pixels than OpenCV decodes")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.move(bomb, folder / "bomb.png")
+    shutil.copy(media_dir / "single_face.jpg", folder / "face.jpg")
+    os.mkfifo(folder / "pipe.jpg")  # never opened: a folder's pipes are passed over
+    proc = run_cli("runtime", "--source", str(folder), "--no-window", cwd=tmp_path, timeout=60)
+    assert proc.returncode == 0 and "bomb.png" in proc.stderr, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.splitlines()[-1])["frames"] == 1
+
+
+@pytest.mark.parametrize("flag", ["--output", "--jsonl", "--model", "--emoji-dir"])
+def test_an_empty_path_is_refused(flag: str, tmp_path: Path):
+    proc = run_cli("runtime", "--source", "demo", "--no-window", flag, "", cwd=tmp_path, timeout=60)
+    assert_user_error(proc, 2, flag, "empty path")
+    assert listing(tmp_path) == []
+
+
+def test_a_folder_as_json_lines_is_refused(tmp_path: Path):
+    (tmp_path / "out").mkdir()
+    proc = run_cli("runtime", "--source", "demo", "--no-window", "--jsonl", str(tmp_path / "out"), cwd=tmp_path,
+                   timeout=60)
+    assert_user_error(proc, 2, "is a folder")
+    assert listing(tmp_path) == ["out"] and listing(tmp_path / "out") == []

@@ -258,7 +258,7 @@ def test_json_lines_into_a_pipe_with_no_reader(video_path: Path, tmp_path: Path)
     os.mkfifo(tmp_path / "lines")
     proc = run_cli("runtime", "--source", str(video_path), "--no-window", "--max-frames", "3", "--jsonl",
                    str(tmp_path / "lines"), cwd=tmp_path, timeout=60)
-    assert_user_error(proc, 1, "no reader")
+    assert_user_error(proc, 2, "no reader")
     assert listing(tmp_path) == ["lines"]
 
 

@@ -104,3 +104,14 @@ def test_unreadable_images_only(tmp_path: Path) -> None:
         (tmp_path / name / "junk.jpg").write_bytes(b"junk")
     with pytest.raises(DataError, match="no readable images"):
         load_folder_split(tmp_path)
+
+
+def test_pipes_and_folders_named_like_images_are_passed_over(fer_dir: Path, tmp_path: Path) -> None:
+    """A FIFO named face.png would block the reader forever; a folder named x.png is no image."""
+    import os
+
+    data = _copy_subset(fer_dir, tmp_path / "fer", per_class=3)
+    os.mkfifo(data / "train" / "happy" / "pipe.png")
+    (data / "train" / "sad" / "folder.png").mkdir()
+    split = load_folder_split(data / "train", seed=0)
+    assert split.counts() == dict.fromkeys(FER2013_LABELS, 3)
