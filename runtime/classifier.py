@@ -7,6 +7,10 @@ The model's labels and input contract come from the ONNX file's metadata
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,6 +59,29 @@ def resolve_model_path(model: str | Path | None) -> Path:
 
 class InferenceError(ModelError):
     """The model failed while classifying (or gave unusable output); the message names it."""
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM while onnxruntime builds a session (a fraction of a second).
+
+    A signal handled inside that native call makes it fail as "initialization failed", which would
+    read as a broken model. Here a signal is only noted meanwhile, and raised again once the call
+    returns, to stop the program as it would have.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if received:
+            signal.raise_signal(received[0])
 
 
 def _session_source(path: Path) -> str | bytes:
@@ -158,6 +185,8 @@ class EmotionClassifier:
     ) -> None:
 
         path = resolve_model_path(model_path)
+        if path.exists() and not path.is_file():
+            raise ModelError(f"model {path} is not a regular file (a folder, a pipe or a device): give an .onnx file")
         if not path.is_file():
             from models import SHIPPED_MODELS
 
@@ -168,7 +197,8 @@ class EmotionClassifier:
         if margin < 0 or margin > 1:
             raise ValueError(f"margin must be in [0, 1], got {margin}")
         try:
-            self.session = open_session(_session_source(path), _providers(provider), threads)
+            with _signals_held():
+                self.session = open_session(_session_source(path), _providers(provider), threads)
         except ModelError:
             raise
         except Exception as exc:  # onnxruntime raises its own exception types for a bad file

@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -24,6 +25,10 @@ from runtime.errors import EXIT_FAILED as EXIT_FAILED  # re-exported: the comman
 from runtime.errors import EXIT_USAGE, EmocamError, OutputError
 
 EXIT_INTERRUPTED = 130  # Ctrl-C, after finalising outputs
+#: Threads named so may be blocked inside a native library (OpenCV opening a stream, reading a camera):
+#: a command that ends while one is alive leaves with ``os._exit``, as C++ destructors running beside
+#: such a thread abort the process ("terminate called without an active exception").
+NATIVE_THREAD_PREFIX = "emocam-native-"
 EXIT_BROKEN_PIPE = 141  # the reader of stdout (or of a piped output) went away: 128 + SIGPIPE, as shell tools
 
 
@@ -134,7 +139,7 @@ def run_main(main: Callable[[Sequence[str] | None], int | None], prog: str) -> C
             code = main(argv)
             sys.stdout.flush()
         except EmocamError as exc:  # UserError included: one line, no traceback
-            sys.stderr.write(f"{prog}: error: {exc}\n")
+            sys.stderr.write(f"{prog}: error: {one_line(str(exc))}\n")
             code = exc.exit_code
         except KeyboardInterrupt:
             sys.stderr.write(f"{prog}: interrupted\n")
@@ -144,12 +149,15 @@ def run_main(main: Callable[[Sequence[str] | None], int | None], prog: str) -> C
             sys.stderr.write(f"{prog}: stopped: the reader of its output went away (broken pipe)\n")
             code = EXIT_BROKEN_PIPE
         except OSError as exc:  # a path the system refuses (too long, a loop, no permission...): still one line
-            sys.stderr.write(f"{prog}: error: {os_error_text(exc)}: check the path and try again\n")
+            sys.stderr.write(f"{prog}: error: {one_line(os_error_text(exc))}: check the path and try again\n")
             code = EXIT_FAILED if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EIO, errno.EDQUOT) else EXIT_USAGE
         try:
             sys.stdout.flush()
         except OSError:  # the reader of stdout went away after the last line: nothing more to say
             _silence_stdout()
+        if any(t.name.startswith(NATIVE_THREAD_PREFIX) and t.is_alive() for t in threading.enumerate()):
+            sys.stderr.flush()
+            os._exit(int(code or 0))
         return int(code or 0)
 
     entry.__doc__ = main.__doc__
@@ -210,6 +218,11 @@ def _silence_stdout() -> None:
         null = os.open(os.devnull, os.O_WRONLY)
         os.dup2(null, 1)
         os.close(null)
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line: a newline or carriage return (in a file name, say) is shown escaped."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def first_line(exc: BaseException, limit: int = 200) -> str:

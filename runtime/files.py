@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import resource
 import stat
 import tempfile
@@ -20,13 +21,52 @@ from runtime.errors import OutputError
 LOW_SPACE_BYTES = 1 << 20  # free space below which a failed write is put down to a full disk
 
 
+#: Paths that name a descriptor this process already holds: written through that descriptor itself.
+_FD_PATH = re.compile(r"/dev/(stdout|stderr)|/dev/fd/(\d+)|/proc/(?:self|thread-self)/fd/(\d+)")
+
+
+def _system_path(path: Path) -> str | None:
+    """The ``/dev/...`` or ``/proc/...`` path that ``path`` is, or leads to through symbolic links, else None."""
+    absolute = os.path.abspath(os.fsdecode(path))
+    for _ in range(8):  # a link (or a chain of them) to /dev/stdout or /proc/self/fd/N
+        if absolute.startswith(("/dev/", "/proc/")):
+            return absolute
+        if not os.path.islink(absolute):
+            return None
+        absolute = os.path.normpath(os.path.join(os.path.dirname(absolute), os.readlink(absolute)))
+    return None
+
+
 def is_stream(path: Path) -> bool:
-    """True when ``path`` is a stream to write to directly: a terminal, a pipe, ``/dev/stdout``, a socket."""
+    """True when ``path`` is written to directly, never renamed over: a terminal, a pipe, a socket, a
+    device, or a path under ``/dev`` or ``/proc`` (or a link to one): ``/dev/stdout`` leads to a
+    regular file when stdout is redirected to one, and renaming over it would replace the link."""
+    if _system_path(path) is not None:
+        return True
     try:
         st = os.stat(path)
     except OSError:
         return False
     return stat.S_ISCHR(st.st_mode) or stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode)
+
+
+def open_stream(path: Path) -> int:
+    """A descriptor to write the stream ``path`` through.
+
+    ``/dev/stdout``, ``/dev/stderr``, ``/dev/fd/N`` and ``/proc/self/fd/N`` (or links to them) are
+    this process's own descriptors: they are duplicated, so that what is written there and what is
+    printed share one file offset and keep their order. Other streams are opened without blocking
+    (a pipe with no reader fails at once with ``ENXIO``), then set to blocking writes.
+
+    Raises:
+        OSError: It cannot be opened.
+    """
+    match = _FD_PATH.fullmatch(_system_path(path) or "")
+    if match:
+        return os.dup({"stdout": 1, "stderr": 2}.get(match[1] or "") or int(match[2] or match[3]))
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_NONBLOCK", 0))
+    os.set_blocking(fd, True)
+    return fd
 
 
 def same_file(a: Path, b: Path) -> bool:
@@ -99,9 +139,11 @@ class TempFile:
 
     def __init__(self, dest: Path) -> None:
         self.dest = dest
+        # A symbolic link is followed: its target gets the new content (and the link stays a link).
+        self.target = Path(os.path.realpath(dest)) if os.path.islink(dest) else dest
         safe = temp_stem(dest.name) if is_utf8(dest.name) else "emocam-output"  # OpenCV may open it by name
         try:
-            fd, name = tempfile.mkstemp(prefix=f".{safe}.partial-", suffix=dest.suffix, dir=dest.parent)
+            fd, name = tempfile.mkstemp(prefix=f".{safe}.partial-", suffix=dest.suffix, dir=self.target.parent)
         except OSError as exc:
             raise OutputError(f"cannot write {display(dest)}: {os_error_text(exc)}") from None
         umask = os.umask(0)
@@ -129,7 +171,7 @@ class TempFile:
                 if fd != self.fd:
                     os.close(fd)
             self.close_fd()
-            os.replace(self.path, self.dest)
+            os.replace(self.path, self.target)
         except OSError as exc:
             raise OutputError(f"could not finish {display(self.dest)}: {failure_cause(self.dest, exc)}") from None
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.cli_support import THREADS, ArgumentParser, Number, UserError, check_output_path, path_arg, run_main
-from runtime.errors import EmocamError
+from runtime.errors import EXIT_FAILED, EmocamError
 from runtime.outputs import VIDEO_FOURCC, Outputs
 from runtime.sources import DEMO, IMAGE_SUFFIXES, OPEN_TIMEOUT_S, ImageSource
 
@@ -107,6 +107,7 @@ def _display_problem() -> str | None:
     if not number.isdecimal():
         return f"DISPLAY={display} is not a display name like :0"
     import socket
+    import struct
 
     if host in ("", "unix"):
         targets = [(socket.AF_UNIX, f"/tmp/.X11-unix/X{number}"), (socket.AF_UNIX, f"\0/tmp/.X11-unix/X{number}")]
@@ -115,9 +116,11 @@ def _display_problem() -> str | None:
     for family, address in targets:
         with socket.socket(family, socket.SOCK_STREAM) as sock:
             sock.settimeout(2.0)
-            try:
+            try:  # the X11 connection set-up: an X server answers 0 (failed), 1 (success) or 2 (authenticate)
                 sock.connect(address)
-                return None
+                sock.sendall(struct.pack("<cxHHHHxx", b"l", 11, 0, 0, 0))
+                if sock.recv(1)[:1] in (b"\x00", b"\x01", b"\x02"):
+                    return None
             except OSError:
                 continue
     return f"no X server answers on DISPLAY={display}"
@@ -161,7 +164,7 @@ class _StopSignals:
 
 
 def _check_paths(args: argparse.Namespace, source_files: Sequence[Path]) -> None:
-    """Refuse outputs that are the same file as each other or as anything the source reads."""
+    """Refuse outputs that are the same file as each other or as any file the run reads."""
     from runtime.files import display, same_file
 
     if args.output is not None and args.jsonl is not None and same_file(args.output, args.jsonl):
@@ -171,7 +174,7 @@ def _check_paths(args: argparse.Namespace, source_files: Sequence[Path]) -> None
             continue
         for source in source_files:
             if same_file(path, source):
-                raise UserError(f"{flag} {display(path)} is the source file {display(source)}: writing it would "
+                raise UserError(f"{flag} {display(path)} is the input file {display(source)}: writing it would "
                                 "destroy the input; give another path")
 
 
@@ -305,6 +308,14 @@ def _open_source(args: argparse.Namespace, source_name: str):  # -> FrameSource
     return source
 
 
+def _model_files(args: argparse.Namespace, pipe) -> list[Path]:
+    """Every file the pipeline reads besides the source: the model and the emoji (outputs must be none of them)."""
+    from runtime.annotate import default_emoji_dir
+
+    emoji_dir = args.emoji_dir if args.emoji_dir is not None else default_emoji_dir()
+    return [pipe.classifier.path, *(Path(emoji_dir) / f"{label}.png" for label in pipe.classifier.labels)]
+
+
 def _process(args: argparse.Namespace, source, pipe) -> tuple[_Run, list[Path]]:
     """The frame loop under the stop signals; then the outputs are finalised, or dropped after a failure.
 
@@ -334,6 +345,10 @@ def _process(args: argparse.Namespace, source, pipe) -> tuple[_Run, list[Path]]:
         failure, keep = exc, True
     except EmocamError as exc:  # a failed write or model
         failure = exc
+    except (cv2.error, MemoryError) as exc:  # e.g. a huge frame searched at full size: out of memory
+        reason = str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else "out of memory"
+        failure = EmocamError(f"frame {len(run.frame_ms)} could not be processed ({reason}): for very large frames, "
+                              "use a smaller --detect-width or a larger --scale-factor", EXIT_FAILED)
     finally:
         stops.hold = True  # a second signal must not cut the finalising of the outputs short
         source.close()
@@ -364,6 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet_opencv()
     source_name = _choose_source(args)
     pipe = _build_pipeline(args)
+    _check_paths(args, _model_files(args, pipe))
     source = _open_source(args, source_name)
     print(f"runtime-live: {source.description} -> model {pipe.classifier.path.name} on {pipe.classifier.provider}",
           file=sys.stderr)

@@ -27,7 +27,7 @@ import numpy as np
 
 from runtime.cli_support import os_error_text
 from runtime.errors import EXIT_USAGE, OutputError
-from runtime.files import TempFile, display, failure_cause, is_stream, opencv_path, write_all
+from runtime.files import TempFile, display, failure_cause, is_stream, open_stream, opencv_path, write_all
 from runtime.image import ImageError, encode_image
 
 VIDEO_FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}  # container -> codec
@@ -84,9 +84,8 @@ class JsonlWriter:
         if self._fd is not None:
             return
         if self.stream:
-            try:  # O_NONBLOCK: opening a pipe with no reader fails (ENXIO) instead of blocking
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_NONBLOCK", 0))
-                os.set_blocking(self._fd, True)
+            try:
+                self._fd = open_stream(self.path)
             except OSError as exc:
                 if exc.errno == errno.ENXIO:
                     raise OutputError(f"cannot write {display(self.path)}: the pipe has no reader; "
@@ -148,8 +147,11 @@ class ImageWriter:
             raise OutputError(f"cannot write {display(self.path)}: {exc}") from None
         if is_stream(self.path):
             try:
-                with open(self.path, "wb") as f:
-                    f.write(data)
+                fd = open_stream(self.path)
+                try:
+                    write_all(fd, data)
+                finally:
+                    os.close(fd)
             except OSError as exc:
                 raise OutputError(f"could not write {display(self.path)}: {os_error_text(exc)}") from None
             return True
@@ -246,16 +248,18 @@ class VideoWriter:
         try:
             size = os.stat(self._tmp.path).st_size
         except OSError as exc:
+            cause = failure_cause(self.path, exc)  # before the partial file is removed (it fills the disk)
             self._abandon()
-            raise OutputError(f"could not write {display(self.path)}: {failure_cause(self.path, exc)}") from None
+            raise OutputError(f"could not write {display(self.path)}: {cause}") from None
         full = False
         with contextlib.suppress(OSError):
             st = os.statvfs(self._tmp.path.parent)
             full = st.f_bavail * st.f_frsize == 0
         limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
         if full or (limit != resource.RLIM_INFINITY and size >= limit):
+            cause = failure_cause(self.path)  # before the partial file is removed (it fills the disk)
             self._abandon()
-            raise OutputError(f"could not write {display(self.path)}: {failure_cause(self.path)}")
+            raise OutputError(f"could not write {display(self.path)}: {cause}")
 
     def _readable_frames(self) -> int:
         """Frames the finished file holds by its own index (0 when it does not open), once its

@@ -20,6 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from runtime.cli_support import NATIVE_THREAD_PREFIX
 from runtime.errors import SourceError
 from runtime.files import display
 from runtime.image import ImageError, read_image
@@ -162,7 +163,7 @@ def open_interruptibly(opener: Callable[[], FrameSource], what: str, timeout_s: 
         finally:
             done.set()
 
-    threading.Thread(target=run, name="open-source", daemon=True).start()
+    threading.Thread(target=run, name=f"{NATIVE_THREAD_PREFIX}open", daemon=True).start()
     if not done.wait(timeout_s):
         raise OpenTimeout(f"{what} did not open within {timeout_s:g} s: check it is reachable (or has a writer), "
                           "or allow it longer")
@@ -217,7 +218,7 @@ class LiveSource(FrameSource):
         self._done = False
         self._stop = threading.Event()
         self._t0 = time.monotonic()
-        self._thread = threading.Thread(target=self._reader, name="capture", daemon=True)
+        self._thread = threading.Thread(target=self._reader, name=f"{NATIVE_THREAD_PREFIX}capture", daemon=True)
         self._thread.start()
 
     def _reader(self) -> None:
@@ -331,4 +332,15 @@ def _open_stream(url: str, reconnect: int) -> LiveSource:
         cap.release()
         raise SourceError(f"could not open stream {url}: check the URL and that the server is reachable")
     cap.release()
-    return LiveSource(lambda: cv2.VideoCapture(url), f"stream {url}", reconnect)
+    source = LiveSource(lambda: cv2.VideoCapture(url), f"stream {url}", reconnect)
+    local = url_file(url)
+    source.paths = [local] if local is not None else []
+    return source
+
+
+def url_file(url: str) -> Path | None:
+    """The local file a ``file:`` URL names (an output must never be it), else None."""
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    return Path(unquote(parts.path)) if parts.scheme.lower() == "file" and parts.path else None

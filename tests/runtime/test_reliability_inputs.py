@@ -260,9 +260,31 @@ def test_a_sideways_phone_photo_is_turned_upright(media_dir: Path, tmp_path: Pat
     assert cv2.imread(str(tmp_path / "o.png")).shape[:2] == (upright.size[1], upright.size[0])
 
 
-@pytest.mark.parametrize("display", [":97", "localhost:97", "nonsense"])
-def test_a_display_nobody_answers_is_one_line(display: str, video_path: Path, tmp_path: Path):
-    """Qt aborts the process (exit 134) on an X server it cannot reach: it must be found out first."""
+@pytest.fixture
+def not_an_x_server():
+    """A local TCP port (display 127.0.0.1:N) that accepts connections and then says nothing: Qt would hang."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    if port < 6000:
+        server.close()
+        pytest.skip("the free port is below X's 6000 + N range")
+    held = []
+    threading.Thread(target=lambda: held.extend(iter(lambda: server.accept()[0], None)), daemon=True).start()
+    yield f"127.0.0.1:{port - 6000}"
+    server.close()
+
+
+@pytest.mark.parametrize("display", [":97", "localhost:97", "nonsense", "silent-tcp"])
+def test_a_display_nobody_answers_is_one_line(display: str, video_path: Path, tmp_path: Path,
+                                               request: pytest.FixtureRequest):
+    """Qt aborts the process (exit 134), or hangs, on an X server it cannot use: it must be found out first."""
+    if display == "silent-tcp":
+        display = request.getfixturevalue("not_an_x_server")
     proc = run_cli("runtime", "--source", str(video_path), "--max-frames", "3", env={"DISPLAY": display},
                    cwd=tmp_path, timeout=60)
     assert_user_error(proc, 2, "no display", "--no-window")
@@ -335,3 +357,18 @@ def test_a_folder_as_json_lines_is_refused(tmp_path: Path):
                    timeout=60)
     assert_user_error(proc, 2, "is a folder")
     assert listing(tmp_path) == ["out"] and listing(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize("what", ["folder", "device"])
+def test_a_model_that_is_not_a_file(what: str, tmp_path: Path):
+    model = tmp_path / "m.onnx" if what == "folder" else Path("/dev/zero")
+    if what == "folder":
+        model.mkdir()
+    proc = run_cli("runtime", "--source", "demo", "--no-window", "--model", str(model), cwd=tmp_path, timeout=60)
+    assert_user_error(proc, 2, "not a regular file")
+
+
+def test_a_newline_in_a_name_keeps_the_error_on_one_line(tmp_path: Path):
+    proc = run_cli("runtime", "--source", str(tmp_path / "no\nsuch.jpg"), "--no-window", cwd=tmp_path, timeout=60)
+    assert_user_error(proc, 2, "no\\nsuch.jpg", "does not exist")
+    assert len(proc.stderr.strip().splitlines()) == 1

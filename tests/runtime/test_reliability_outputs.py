@@ -62,7 +62,7 @@ def test_an_output_that_is_the_source_is_refused(how: str, video_path: Path, med
     before = {name: digest(tmp_path / name) for name in ("clip.mp4", "photos/a.jpg")}
     names = listing(tmp_path)
     proc = run_cli("runtime", *args, "--no-window", "--max-frames", "5", cwd=tmp_path)
-    assert_user_error(proc, 2, "same file" if how == "jsonl-hardlinked-to-output" else "is the source file")
+    assert_user_error(proc, 2, "same file" if how == "jsonl-hardlinked-to-output" else "is the input file")
     assert {name: digest(tmp_path / name) for name in before} == before
     assert listing(tmp_path) == names
 
@@ -293,3 +293,64 @@ def test_a_long_output_name_that_fits_is_written(tmp_path: Path):
     proc = run_cli("runtime", "--source", "demo", "--no-window", "--output", str(out), cwd=tmp_path, timeout=60)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert listing(tmp_path) == [out.name] and cv2.imread(str(out)) is not None
+
+
+def test_a_file_url_source_is_never_an_output(video_path: Path, tmp_path: Path):
+    clip = tmp_path / "clip.mkv"
+    shutil.copy(video_path, clip)
+    before = digest(clip)
+    for flag in ("--output", "--jsonl"):
+        proc = run_cli("runtime", "--source", clip.as_uri(), "--no-window", flag, str(clip), cwd=tmp_path)
+        assert_user_error(proc, 2, "is the input file")
+    assert digest(clip) == before and listing(tmp_path) == ["clip.mkv"]
+
+
+def test_the_model_and_the_emoji_are_never_outputs(media_dir: Path, tmp_path: Path):
+    from models import DEFAULT_MODEL
+    from runtime.annotate import default_emoji_dir
+
+    model, emoji = tmp_path / "m.onnx", tmp_path / "emoji"
+    shutil.copy(DEFAULT_MODEL, model)
+    shutil.copytree(default_emoji_dir(), emoji)
+    before = {p.name: digest(p) for p in [model, *emoji.iterdir()]}
+    for flags in (["--jsonl", str(model)], ["--output", str(emoji / "happy.png")]):
+        proc = run_cli("runtime", "--source", str(media_dir / "single_face.jpg"), "--no-window", "--model", str(model),
+                       "--emoji-dir", str(emoji), *flags, cwd=tmp_path)
+        assert_user_error(proc, 2, "is the input file")
+    assert {p.name: digest(p) for p in [model, *emoji.iterdir()]} == before
+
+
+def test_json_lines_to_dev_stdout_redirected_to_a_file(tmp_path: Path):
+    """``--jsonl /dev/stdout > file``: the lines and then the summary land in the file, and the link stays."""
+    link = tmp_path / "mystdout"
+    link.symlink_to("/proc/self/fd/1")  # a link of the user's own, like /dev/stdout
+    for target in ("/dev/stdout", str(link)):
+        proc = shell(f"runtime-live --source demo --no-window --output o.jpg --jsonl {target} > cap.txt", tmp_path)
+        assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+        lines = (tmp_path / "cap.txt").read_text().splitlines()
+        assert json.loads(lines[0])["frame"] == 0 and json.loads(lines[1])["frames"] == 1 and len(lines) == 2
+    assert link.is_symlink() and Path("/dev/stdout").is_symlink()
+
+
+def test_a_symlinked_output_updates_its_target(tmp_path: Path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "o.jpg").write_bytes(b"an earlier result")
+    (tmp_path / "o.jpg").symlink_to(tmp_path / "real" / "o.jpg")
+    proc = run_cli("runtime", "--source", "demo", "--no-window", "--output", str(tmp_path / "o.jpg"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "o.jpg").is_symlink()
+    assert cv2.imread(str(tmp_path / "real" / "o.jpg")) is not None
+    assert listing(tmp_path / "real") == ["o.jpg"]
+
+
+def test_ctrl_c_at_any_moment_of_start_up(tmp_path: Path):
+    """Interrupted while modules load, the model loads or the source opens: never an abort, a traceback
+    or a model blamed; 130 before the run, 0 once it runs (outputs finalised)."""
+    for delay in (0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 0.9, 1.2):
+        proc = subprocess.Popen([*RUNTIME, "--source", "demo", "--no-window", "--output", str(tmp_path / "o.jpg")],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+        assert proc.returncode in (0, 130, -signal.SIGINT), (delay, proc.returncode, stderr[-2000:])
+        assert "error:" not in stderr and "terminate called" not in stderr, (delay, stderr[-2000:])
