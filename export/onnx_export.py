@@ -200,8 +200,9 @@ def _parser() -> ArgumentParser:
     p.add_argument(
         "--verify-dir",
         type=path_arg,
-        default=d.verify_dir,
-        help="FER2013-layout folder of real faces for verification",
+        default=None,
+        help=f"FER2013-layout folder of real faces for verification (default: {d.verify_dir}; "
+             "random faces, with a warning, if that is missing)",
     )
     p.add_argument("--verify-count", type=COUNTS, default=d.verify_count, help="faces used for verification")
     p.add_argument("--fp16", action="store_true", help="also write <output>.fp16.onnx (float16 weights)")
@@ -209,8 +210,9 @@ def _parser() -> ArgumentParser:
     p.add_argument(
         "--calib-dir",
         type=path_arg,
-        default=d.calib_dir,
-        help="FER2013-layout folder of real training faces for INT8 calibration",
+        default=None,
+        help=f"FER2013-layout folder of real training faces for INT8 calibration (default: {d.calib_dir}; "
+             "random faces, with a warning, if that is missing)",
     )
     p.add_argument("--calib-count", type=COUNTS, default=d.calib_count, help="faces used for INT8 calibration")
     p.add_argument("--seed", type=SEED, default=d.seed, help="seed of the face samples")
@@ -233,19 +235,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             ModelSpec(labels=labels)
         except ContractError as exc:
             raise UserError(f"--labels: {exc}") from None
+    folders = {}  # a folder given by hand must exist; the defaults may be missing (random faces, with a warning)
+    for flag, name in (("--verify-dir", "verify_dir"), ("--calib-dir", "calib_dir")):
+        folder = getattr(args, name)
+        if folder is not None and not folder.is_dir():
+            raise UserError(f"{flag} {folder} is not a folder: give a FER2013-layout folder (one sub-folder per class)")
+        if folder is not None:
+            folders[name] = folder
     config = ExportConfig(
         model=args.model,
         output=args.output,
         labels=labels,
         opset=args.opset,
-        verify_dir=args.verify_dir,
         verify_count=args.verify_count,
         fp16=args.fp16,
         int8=args.int8,
-        calib_dir=args.calib_dir,
         calib_count=args.calib_count,
         seed=args.seed,
         tta=args.tta,
+        **folders,
     )
     terminate_as_interrupt()
     try:

@@ -265,6 +265,9 @@ def train_val_split(data: Path, fraction: float, seed: int, limit_per_class: int
     """
     full = load_split(data, "train", limit_per_class, seed)
     train_idx, val_idx = stratified_split(full.y, fraction, seed)
+    if len(val_idx) == 0 or len(train_idx) == 0:
+        raise DataError(f"{data}: {len(full)} training faces are too few to carve a validation split from "
+                        f"(each class needs at least 2): give more faces per class")
     return replace(full.take(train_idx), skipped=full.skipped), full.take(val_idx)
 
 

@@ -64,3 +64,12 @@ def test_hostile_paths_are_one_line(tmp_path: Path, model: str, output: str, nee
     proc = run_cli("export", fill(model), "--output", out)
     assert_user_error(proc, 2, needle)
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("flag", ["--verify-dir", "--calib-dir"])
+def test_a_mistyped_face_folder_is_refused(flag: str, tmp_path: Path) -> None:
+    """Given by hand, a folder must exist: a typo must not turn into a check on random pixels."""
+    proc = run_cli("export", str(tmp_path / "m.keras"), "-o", str(tmp_path / "m.onnx"), "--int8", flag,
+                   str(tmp_path / "no-such-folder"), timeout=120)
+    assert_user_error(proc, 2, flag, "no-such-folder", "not a folder")
+    assert list(tmp_path.iterdir()) == []

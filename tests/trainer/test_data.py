@@ -115,3 +115,11 @@ def test_pipes_and_folders_named_like_images_are_passed_over(fer_dir: Path, tmp_
     (data / "train" / "sad" / "folder.png").mkdir()
     split = load_folder_split(data / "train", seed=0)
     assert split.counts() == dict.fromkeys(FER2013_LABELS, 3)
+
+
+def test_too_few_faces_for_a_validation_split_is_one_error(fer_dir: Path, tmp_path: Path) -> None:
+    from trainer.data import train_val_split
+
+    data = _copy_subset(fer_dir, tmp_path / "fer", per_class=1)
+    with pytest.raises(DataError, match="too few"):
+        train_val_split(data, 0.1, seed=0)
