@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -145,16 +145,19 @@ class _StopSignals:
 
     While ``hold`` is set (writing one frame's video frame and JSON line, or finalising the
     outputs) a signal is only recorded, so the video and the JSON Lines never disagree by a
-    frame; :meth:`release` raises it once the section is done.
+    frame; :meth:`release` raises it once the section is done. The exception: a write to a pipe
+    whose reader has stopped reading would never end, so a signal then stops the run at once
+    (a line up to the pipe's atomic size, 4 KiB, is never torn: the write had not begun).
     """
 
     def __init__(self) -> None:
         self.hold = False
         self.received: str | None = None
+        self.blocked: Callable[[], bool] = lambda: False  # True while a write may wait on a stalled reader
 
     def __call__(self, signum: int, frame: object) -> None:
         self.received = signal.Signals(signum).name
-        if not self.hold:
+        if not self.hold or self.blocked():
             raise _Stop()
 
     def release(self) -> None:
@@ -335,6 +338,8 @@ def _process(args: argparse.Namespace, source, pipe) -> tuple[_Run, list[Path]]:
     keep = False  # finalise the outputs (the run ended or was stopped) or drop them (it failed)
     try:
         outputs = Outputs(args.output, args.jsonl, source.fps)
+        jsonl = outputs.jsonl
+        stops.blocked = lambda: jsonl is not None and jsonl.waiting_on_reader
         _loop(args, source, pipe, outputs, stops, run)
         keep = True
     except KeyboardInterrupt:
@@ -388,8 +393,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"{source.description}: no file decoded as an image (skipped {len(source.skipped)})")
     for path in written:
         print(f"runtime-live: wrote {display(path.resolve() if path.exists() else path)}", file=sys.stderr)
-    print(json.dumps(_summary(args, source, pipe, run)), flush=True)
+    _print_summary(json.dumps(_summary(args, source, pipe, run)))
     return 0
+
+
+def _print_summary(line: str, wait_s: float = 5.0) -> None:
+    """Print the summary line; to a pipe whose reader has stopped reading, give up after ``wait_s``
+    (the outputs are already finalised: a stalled reader must not hold the process forever)."""
+    import select
+    import stat
+
+    sys.stdout.flush()
+    try:
+        fd = sys.stdout.fileno()
+        piped = stat.S_ISFIFO(os.fstat(fd).st_mode) or stat.S_ISSOCK(os.fstat(fd).st_mode)
+    except (OSError, ValueError, AttributeError):  # no real descriptor (a test's capture): print as usual
+        piped = False
+    if piped and not select.select([], [fd], [], wait_s)[1]:
+        print("runtime-live: the summary was not printed: the reader of stdout is not reading", file=sys.stderr)
+        return
+    print(line, flush=True)
 
 
 def _summary(args: argparse.Namespace, source, pipe, run: _Run) -> dict:

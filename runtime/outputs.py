@@ -50,6 +50,7 @@ class JsonlWriter:
         self._tmp: TempFile | None = None
         self._fd: int | None = None
         self.stream = is_stream(path)  # a pipe or device: written to directly, not renamed onto
+        self.waiting_on_reader = False  # inside a write to a stream (a stop signal may end it: see runtime.live)
 
     def write(self, record: dict) -> None:
         """Append one record.
@@ -62,6 +63,7 @@ class JsonlWriter:
         if self._fd is None:
             self.open()
         start = None if self.stream else os.lseek(self._fd, 0, os.SEEK_CUR)
+        self.waiting_on_reader = self.stream  # a pipe's reader may stop reading: this write may block for good
         try:
             write_all(self._fd, data)
         except BrokenPipeError:
@@ -72,6 +74,8 @@ class JsonlWriter:
                     os.ftruncate(self._fd, start)
                     os.lseek(self._fd, start, os.SEEK_SET)
             raise OutputError(f"could not write {display(self.path)}: {failure_cause(self.path, exc)}") from None
+        finally:
+            self.waiting_on_reader = False
         self.lines += 1
 
     def open(self) -> None:

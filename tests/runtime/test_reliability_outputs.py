@@ -354,3 +354,32 @@ def test_ctrl_c_at_any_moment_of_start_up(tmp_path: Path):
         _, stderr = proc.communicate(timeout=60)
         assert proc.returncode in (0, 130, -signal.SIGINT), (delay, proc.returncode, stderr[-2000:])
         assert "error:" not in stderr and "terminate called" not in stderr, (delay, stderr[-2000:])
+
+
+def test_a_reader_that_stops_reading_does_not_hold_the_run(video_path: Path, tmp_path: Path):
+    """``--jsonl /dev/stdout`` into a pipe nobody reads: the write blocks; Ctrl-C still stops the run, the
+    video is finalised, and the summary is given up after a few seconds."""
+    read_end, write_end = os.pipe()
+    proc = subprocess.Popen([*RUNTIME, "--source", str(video_path), "--no-window", "--jsonl", "/dev/stdout",
+                             "--output", str(tmp_path / "o.mkv")], stdout=write_end, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT)
+    os.close(write_end)
+    try:
+        deadline = time.monotonic() + 90
+        while not [p for p in tmp_path.glob(".o.mkv.partial-*") if p.stat().st_size > 100_000]:
+            assert proc.poll() is None and time.monotonic() < deadline, "the run ended before the pipe filled"
+            time.sleep(0.05)
+        wchan = Path(f"/proc/{proc.pid}/wchan")
+        while "pipe_write" not in wchan.read_text():  # the pipe's 64 KiB fill up: the run blocks in a write
+            assert proc.poll() is None, "the run ended although nobody read its pipe"
+            if time.monotonic() > deadline:
+                pytest.skip("this kernel does not show where a process waits (/proc/PID/wchan)")
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(read_end)
+    assert proc.returncode == 0 and "Traceback" not in stderr, stderr[-2000:]
+    assert frames_in(tmp_path / "o.mkv") >= 5 and listing(tmp_path) == ["o.mkv"]
