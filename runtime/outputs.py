@@ -35,6 +35,17 @@ MPEG4_MAX_SIDE = 8191  # MPEG-4 Part 2 codes frame sides in 13 bits; FFmpeg also
 CHECK_EVERY = 16  # video frames between checks that the temporary file is still there, with room to grow
 
 
+def _open_stream_output(path: Path) -> int:
+    """:func:`runtime.files.open_stream`, with its failures as one-line errors (a pipe with no reader)."""
+    try:
+        return open_stream(path)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            raise OutputError(f"cannot write {display(path)}: the pipe has no reader; start the reader first",
+                              EXIT_USAGE) from None
+        raise OutputError(f"cannot write {display(path)}: {os_error_text(exc)}") from None
+
+
 class JsonlWriter:
     """One JSON line per record, each line written whole or not at all.
 
@@ -88,13 +99,7 @@ class JsonlWriter:
         if self._fd is not None:
             return
         if self.stream:
-            try:
-                self._fd = open_stream(self.path)
-            except OSError as exc:
-                if exc.errno == errno.ENXIO:
-                    raise OutputError(f"cannot write {display(self.path)}: the pipe has no reader; "
-                                      "start the reader first", EXIT_USAGE) from None
-                raise OutputError(f"cannot write {display(self.path)}: {os_error_text(exc)}") from None
+            self._fd = _open_stream_output(self.path)
         else:
             self._tmp = TempFile(self.path)
             self._fd = self._tmp.fd
@@ -150,14 +155,13 @@ class ImageWriter:
         except ImageError as exc:
             raise OutputError(f"cannot write {display(self.path)}: {exc}") from None
         if is_stream(self.path):
+            fd = _open_stream_output(self.path)
             try:
-                fd = open_stream(self.path)
-                try:
-                    write_all(fd, data)
-                finally:
-                    os.close(fd)
+                write_all(fd, data)
             except OSError as exc:
                 raise OutputError(f"could not write {display(self.path)}: {os_error_text(exc)}") from None
+            finally:
+                os.close(fd)
             return True
         tmp = TempFile(self.path)
         try:

@@ -253,13 +253,14 @@ def test_json_lines_to_a_stream_are_streamed(video_path: Path, tmp_path: Path):
     assert listing(tmp_path) == []
 
 
-def test_json_lines_into_a_pipe_with_no_reader(video_path: Path, tmp_path: Path):
+@pytest.mark.parametrize("flag", ["--jsonl", "--output"])
+def test_an_output_pipe_with_no_reader(flag: str, video_path: Path, tmp_path: Path):
     """Opening a FIFO for writing waits for a reader, where no signal ends the wait: refused at once."""
-    os.mkfifo(tmp_path / "lines")
-    proc = run_cli("runtime", "--source", str(video_path), "--no-window", "--max-frames", "3", "--jsonl",
-                   str(tmp_path / "lines"), cwd=tmp_path, timeout=60)
+    os.mkfifo(tmp_path / "lines.jpg")
+    proc = run_cli("runtime", "--source", str(video_path), "--no-window", "--max-frames", "3", flag,
+                   str(tmp_path / "lines.jpg"), cwd=tmp_path, timeout=60)
     assert_user_error(proc, 2, "no reader")
-    assert listing(tmp_path) == ["lines"]
+    assert listing(tmp_path) == ["lines.jpg"]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGALRM, signal.SIGXCPU], ids=lambda s: s.name)
