@@ -8,6 +8,7 @@ counting the stale ones they drop.
 from __future__ import annotations
 
 import os
+import queue
 import stat
 import sys
 import threading
@@ -97,7 +98,14 @@ class ImageSource(FrameSource):
 
 
 class VideoSource(FrameSource):
-    """A video file, every frame in order."""
+    """A video file (or a pipe), every frame in order, decoded on its own thread.
+
+    The main thread only ever waits on a small queue, never inside OpenCV: Ctrl-C and the stop
+    signals work even when a pipe's writer stalls mid-stream (a read inside OpenCV cannot be
+    interrupted), and decoding the next frames overlaps with processing this one.
+    """
+
+    AHEAD = 2  # frames decoded ahead of the one being processed
 
     def __init__(self, cap: cv2.VideoCapture, description: str, first: np.ndarray, path: Path | None = None) -> None:
         self.cap = cap
@@ -105,20 +113,45 @@ class VideoSource(FrameSource):
         self.description = description
         self.fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self._first = first
+        self._queue: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=self.AHEAD)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _reader(self) -> None:
+        """Decode frames into the queue until the video ends (None marks the end) or :meth:`close`."""
+        while not self._stop.is_set():
+            ok, frame = self.cap.read()
+            item = frame if ok else None
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(item, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+            if item is None:
+                return
 
     def __iter__(self) -> Iterator[Frame]:
-        index, frame = 0, self._first
-        self._first = None
+        if self._first is None:
+            return
         period = 1.0 / self.fps if self.fps > 0 else 0.0
-        while frame is not None:
+        first, self._first = self._first, None
+        self._thread = threading.Thread(target=self._reader, name=f"{NATIVE_THREAD_PREFIX}decode", daemon=True)
+        self._thread.start()
+        yield Frame(0, 0.0, first)
+        index = 1
+        while (frame := self._queue.get()) is not None:  # a plain wait: a signal interrupts it
             yield Frame(index, index * period, frame)
             index += 1
-            ok, frame = self.cap.read()
-            if not ok:
-                break
 
     def close(self) -> None:
-        self.cap.release()
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+        if self._thread is None or not self._thread.is_alive():
+            self.cap.release()
+        # else the reader is stuck inside OpenCV (a stalled pipe): releasing under it would crash, and the
+        # command leaves with os._exit (see runtime.cli_support.NATIVE_THREAD_PREFIX).
 
 
 def _opencv_read_path(path: Path) -> tuple[str, int | None]:

@@ -372,3 +372,40 @@ def test_a_newline_in_a_name_keeps_the_error_on_one_line(tmp_path: Path):
     proc = run_cli("runtime", "--source", str(tmp_path / "no\nsuch.jpg"), "--no-window", cwd=tmp_path, timeout=60)
     assert_user_error(proc, 2, "no\\nsuch.jpg", "does not exist")
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_pipe_whose_writer_stalls_mid_stream(video_frames: tuple, tmp_path: Path):
+    """A writer that sends part of a video and then goes quiet: Ctrl-C still stops the run at once
+    (the frames are decoded on their own thread), and the outputs are finalised."""
+    clip = tmp_path / "clip.mkv"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 24, (640, 360))
+    for frame in video_frames[:120]:
+        writer.write(frame)
+    writer.release()
+    fifo = tmp_path / "pipe.mkv"
+    os.mkfifo(fifo)
+    feeder = subprocess.Popen(["sh", "-c", f'head -c {clip.stat().st_size // 2} "{clip}"; sleep 600'],
+                              stdout=subprocess.PIPE)
+    relay = subprocess.Popen(["sh", "-c", f'exec cat > "{fifo}"'], stdin=feeder.stdout)
+    out = tmp_path / "o.mkv"
+    proc = subprocess.Popen([*RUNTIME, "--source", str(fifo), "--no-window", "--output", str(out), "--jsonl",
+                             str(tmp_path / "o.jsonl")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 90
+        while not [p for p in tmp_path.glob(".o.jsonl.partial-*") if p.read_text().count("\n") >= 10]:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "slow"
+            time.sleep(0.05)
+        time.sleep(2.0)  # every frame sent is processed: the run now waits for a writer that says nothing
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=30)
+        assert time.monotonic() - sent < 10
+    finally:
+        for p in (proc, relay, feeder):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert proc.returncode == 0 and "Traceback" not in stderr, stderr[-2000:]
+    assert json.loads(stdout.splitlines()[-1])["stopped_by"] == "SIGINT"
+    assert frames_in(out) >= 10 and out.exists()
