@@ -2,6 +2,6 @@
 
 import sys
 
-from benchmarks.run import cli
+from runtime.console import benchmark
 
-sys.exit(cli())
+sys.exit(benchmark())

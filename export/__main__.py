@@ -2,6 +2,6 @@
 
 import sys
 
-from export.onnx_export import cli
+from runtime.console import export_onnx
 
-sys.exit(cli())
+sys.exit(export_onnx())

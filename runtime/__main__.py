@@ -2,6 +2,6 @@
 
 import sys
 
-from runtime.live import cli
+from runtime.console import runtime_live
 
-sys.exit(cli())
+sys.exit(runtime_live())

@@ -2,6 +2,6 @@
 
 import sys
 
-from trainer.fit import cli
+from runtime.console import trainer_fit
 
-sys.exit(cli())
+sys.exit(trainer_fit())
