@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from runtime.errors import EXIT_FAILED as EXIT_FAILED  # re-exported: the commands import exit codes from here
-from runtime.errors import EXIT_USAGE, EmocamError, OutputError
+from runtime.errors import EXIT_USAGE, EmocamError
 
 EXIT_INTERRUPTED = 130  # Ctrl-C, after finalising outputs
 #: Threads named so may be blocked inside a native library (OpenCV opening a stream, reading a camera):
@@ -281,27 +281,18 @@ def atomic_path(dest: Path | str, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``dest``; rename it onto ``dest`` only on success.
 
     A crash or an exception leaves ``dest`` as it was (never truncated) and removes the
-    temporary file.
+    temporary file. The file is :class:`runtime.files.TempFile`, the mechanism of every output.
 
     Args:
         dest: The final file.
         suffix: Suffix of the temporary file (default: ``dest``'s own, which some writers need).
     """
-    dest = Path(dest)
+    from runtime.files import TempFile  # built on this module: imported here, not at the top
+
+    tmp = TempFile(Path(dest), suffix)
+    tmp.close_fd()  # the caller's writer opens it by name
     try:
-        fd, tmp_name = tempfile.mkstemp(
-            prefix=f".{temp_stem(dest.name)}.", suffix=suffix if suffix is not None else dest.suffix, dir=dest.parent
-        )
-    except OSError as exc:  # a library error (plain words): atomic_path serves library code too
-        raise OutputError(f"cannot write {dest} ({exc.strerror}): choose a writable folder", EXIT_USAGE) from None
-    os.close(fd)
-    tmp = Path(tmp_name)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the final file gets normal permissions
-    try:
-        yield tmp
-        os.replace(tmp, dest)
+        yield tmp.path
+        tmp.commit()
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        tmp.discard()  # after an exception; after a commit there is nothing left to remove

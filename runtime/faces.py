@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -98,11 +99,11 @@ class Faces:
         for i in range(len(self)):
             rec: dict = {"box_xyxy": self.xyxy[i].tolist()}
             if self.probs is not None:  # strict JSON: a value that is not finite is null, never a bare NaN
-                row = self.probs[i]
-                finite = bool(np.isfinite(row).all())
-                rec["label"] = self.class_names[int(row.argmax())] if finite else None
-                rec["confidence"] = round(float(row.max()), 4) if finite else None
-                rec["probs"] = {n: round(float(p), 4) if np.isfinite(p) else None
+                row = self.probs[i].tolist()
+                finite = all(map(math.isfinite, row))
+                rec["label"] = self.class_names[int(np.argmax(row))] if finite else None
+                rec["confidence"] = round(max(row), 4) if finite else None
+                rec["probs"] = {n: round(p, 4) if math.isfinite(p) else None
                                 for n, p in zip(self.class_names, row, strict=True)}
             rec["track_id"] = None if self.track_id is None else int(self.track_id[i])
             out.append(rec)

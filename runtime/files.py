@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from runtime.cli_support import os_error_text, temp_stem
-from runtime.errors import OutputError
+from runtime.errors import EXIT_USAGE, OutputError
 
 LOW_SPACE_BYTES = 1 << 20  # free space below which a failed write is put down to a full disk
 
@@ -135,17 +135,27 @@ def failure_cause(path: Path, exc: OSError | None = None) -> str:
 
 
 class TempFile:
-    """A temporary file beside ``dest``, renamed onto it by :meth:`commit`, else removed."""
+    """A temporary file beside ``dest``, renamed onto it by :meth:`commit`, else removed.
 
-    def __init__(self, dest: Path) -> None:
+    The one mechanism behind every output of the project: runtime-live's writers, and
+    :func:`runtime.cli_support.atomic_path` for the trainer, exporter and benchmark.
+
+    Args:
+        dest: The final file.
+        suffix: Suffix of the temporary file (default: ``dest``'s own, which some writers need).
+    """
+
+    def __init__(self, dest: Path, suffix: str | None = None) -> None:
         self.dest = dest
         # A symbolic link is followed: its target gets the new content (and the link stays a link).
         self.target = Path(os.path.realpath(dest)) if os.path.islink(dest) else dest
         safe = temp_stem(dest.name) if is_utf8(dest.name) else "emocam-output"  # OpenCV may open it by name
         try:
-            fd, name = tempfile.mkstemp(prefix=f".{safe}.partial-", suffix=dest.suffix, dir=self.target.parent)
-        except OSError as exc:
-            raise OutputError(f"cannot write {display(dest)}: {os_error_text(exc)}") from None
+            fd, name = tempfile.mkstemp(prefix=f".{safe}.partial-", suffix=dest.suffix if suffix is None else suffix,
+                                        dir=self.target.parent)
+        except OSError as exc:  # the folder takes no new file: the user can fix that
+            raise OutputError(f"cannot write {display(dest)}: {os_error_text(exc)}: choose a writable folder",
+                              EXIT_USAGE) from None
         umask = os.umask(0)
         os.umask(umask)
         os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; the result gets the usual permissions
@@ -158,7 +168,7 @@ class TempFile:
             self.fd = None
 
     def commit(self) -> None:
-        """Flush to disk and rename onto the destination.
+        """Flush to disk and rename onto the destination; on failure the temporary file is removed.
 
         Raises:
             OutputError: The data cannot be flushed or the rename fails (the folder is gone).
@@ -173,7 +183,9 @@ class TempFile:
             self.close_fd()
             os.replace(self.path, self.target)
         except OSError as exc:
-            raise OutputError(f"could not finish {display(self.dest)}: {failure_cause(self.dest, exc)}") from None
+            cause = failure_cause(self.dest, exc)  # before the partial file is removed (it may fill the disk)
+            self.discard()
+            raise OutputError(f"could not finish {display(self.dest)}: {cause}") from None
 
     def discard(self) -> None:
         self.close_fd()

@@ -5,8 +5,9 @@ when it is finalised and checked, so a run that fails or is killed never destroy
 result of the same name. Every write is checked; a failure names its real cause (no space
 left, the file-size limit, the folder gone) and leaves the destination as it was.
 
-An output that already exists and is not a regular file (``/dev/stdout``, a pipe) is streamed
-to directly: it cannot be renamed onto. A video needs a seekable regular file.
+A stream (a pipe, a device, ``/dev/stdout`` and other paths under ``/dev`` or ``/proc``, see
+:func:`runtime.files.is_stream`) is written to directly: it must not be renamed onto. A video
+needs a seekable regular file.
 
 What ``SIGKILL`` leaves: the destination untouched, and the partial temporary file
 ``.NAME.partial-XXXX.SUFFIX`` beside it. MP4 writes its index at the end, so a partial
@@ -111,12 +112,8 @@ class JsonlWriter:
             OutputError: It could not be finalised; the destination is as it was.
         """
         if self._tmp is not None:
-            try:
-                self._tmp.commit()
-            except OutputError:
-                self._tmp.discard()
-                raise
-            self._tmp = self._fd = None
+            tmp, self._tmp, self._fd = self._tmp, None, None
+            tmp.commit()
             return True
         if self._fd is not None:
             with contextlib.suppress(OSError):
@@ -169,11 +166,7 @@ class ImageWriter:
         except OSError as exc:
             tmp.discard()
             raise OutputError(f"could not write {display(self.path)}: {failure_cause(self.path, exc)}") from None
-        try:
-            tmp.commit()
-        except OutputError:
-            tmp.discard()
-            raise
+        tmp.commit()
         return True
 
     def discard(self) -> None:
@@ -315,11 +308,7 @@ class VideoWriter:
                 f"could not write {display(self.path)}: {cause}; {found} of {self.frames} frames were readable, "
                 "and it was not kept"
             )
-        try:
-            self._tmp.commit()
-        except OutputError:
-            self._tmp.discard()
-            raise
+        self._tmp.commit()
         return True
 
     def _abandon(self) -> None:
