@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from runtime.cli_support import SEED, Number
 from runtime.errors import EmocamError
@@ -41,13 +43,26 @@ class FitConfig:
     mixup: float = 0.0  # >0: mix each training face with another of its batch, weight ~ Beta(a, a); 0 is off
     val_fraction: float = 0.1  # stratified validation split carved from train
     seed: int = 1337  # seeds the split, shuffling, augmentation and weights
-    mixed_precision: bool = False  # float16 compute on GPU
+    precision: str = "fp32"  # compute precision: fp32, bf16 (CPU bf16 units or GPU >= 8.0) or fp16 (GPU)
+    mixed_precision: bool = False  # old name of precision fp16 (older config.json files); follows precision
     limit_per_class: int | None = None  # read at most this many faces per class (quick runs)
     init_from: str | None = None  # start from this .keras model's weights (fine-tuning), else random
     tensorboard: bool = False  # write TensorBoard logs to <out>/tensorboard
     cpu_replicas: int = 1  # >1: split the CPU into logical devices and mirror over them (tests)
     swa_epochs: int = 0  # >0: also average the weights of the last N epochs into swa.keras (weight averaging)
     test_eval: bool = True  # score best.keras on the test split at the end (off while choosing a recipe)
+
+    def __post_init__(self) -> None:
+        """Keep ``mixed_precision`` (the old setting) and ``precision`` in step.
+
+        A ``config.json`` written before ``precision`` existed holds only ``mixed_precision``: true
+        means fp16. A contradiction (``mixed_precision`` true with bf16) is left for
+        :func:`config_problem` to report.
+        """
+        if self.mixed_precision is True and self.precision == "fp32":
+            self.precision = "fp16"
+        elif self.precision == "fp16" and self.mixed_precision is False:
+            self.mixed_precision = True
 
 
 #: Bounds of every numeric setting: the flag's argparse ``type``, shown in ``--help``, and the check
@@ -68,7 +83,15 @@ BOUNDS: dict[str, Number] = {
     "cpu_replicas": Number(int, 1, 64),
     "swa_epochs": Number(int, 0, 10_000),
 }
-CHOICES = {"schedule": ("cosine", "constant"), "class_weights": ("none", "sqrt", "balanced")}
+CHOICES = {
+    "schedule": ("cosine", "constant"),
+    "class_weights": ("none", "sqrt", "balanced"),
+    "precision": ("fp32", "bf16", "fp16"),
+}
+#: The Keras dtype policy of each precision: mixed policies keep the weights (and the softmax) float32.
+KERAS_POLICY = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # Linux /proc/cpuinfo flags of CPU bf16 units (either will do)
+BF16_MIN_GPU = (8, 0)  # the first CUDA compute capability with bf16 tensor cores (Ampere)
 OPTIONAL = ("limit_per_class", "init_from")  # the settings that may be None
 
 
@@ -102,6 +125,57 @@ def config_problem(cfg: FitConfig) -> str | None:
                 return f"{field.name} is {value!r}, not true or false"
         elif not isinstance(value, str):
             return f"{field.name} is {value!r}, not a string"
+    if cfg.mixed_precision != (cfg.precision == "fp16"):
+        return f"mixed_precision is {str(cfg.mixed_precision).lower()} but precision is {cfg.precision}"
+    return None
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str] | None:
+    """The CPU's feature flags from Linux's ``/proc/cpuinfo``, or None where it cannot be read (not Linux)."""
+    try:
+        text = cpuinfo.read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    flags: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            flags.update(value.split())
+    return frozenset(flags)
+
+
+def precision_problem(
+    precision: str, flags: frozenset[str] | None, gpus: Sequence[tuple[int, int] | None]
+) -> str | None:
+    """Why ``precision`` would not speed up training on this machine, or None where it would.
+
+    fp32 runs anywhere. bf16 needs bf16 units: on a GPU, compute capability 8.0 or later (every
+    GPU TensorFlow sees); without one, a CPU with one of :data:`BF16_CPU_FLAGS`. fp16 needs a GPU:
+    on a CPU it is slower than fp32.
+
+    Args:
+        precision: One of ``CHOICES["precision"]``.
+        flags: The CPU's feature flags (:func:`cpu_flags`); None where they are unknown.
+        gpus: The compute capability (major, minor) of each GPU TensorFlow sees; None where unknown.
+
+    Returns:
+        The problem in a few words (no fix: the caller knows which flag or setting to name).
+    """
+    if precision == "fp16" and not gpus:
+        return "fp16 needs a GPU, and this machine has none (on a CPU float16 is slower than float32)"
+    if precision != "bf16":
+        return None
+    if gpus:
+        need = f"{BF16_MIN_GPU[0]}.{BF16_MIN_GPU[1]}"
+        for i, cc in enumerate(gpus):
+            if cc is None or tuple(cc) < BF16_MIN_GPU:
+                have = "unknown" if cc is None else f"{cc[0]}.{cc[1]}"
+                return f"bf16 needs a GPU of compute capability {need} or later, and GPU {i} is {have}"
+        return None
+    if flags is None:
+        return f"cannot tell whether this CPU has bf16 units ({'/'.join(BF16_CPU_FLAGS)}): no /proc/cpuinfo"
+    if not flags.intersection(BF16_CPU_FLAGS):
+        return f"this CPU has no bf16 units ({'/'.join(BF16_CPU_FLAGS)})"
     return None
 
 

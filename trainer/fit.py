@@ -23,7 +23,7 @@ from runtime.cli_support import ArgumentParser, UserError, os_error_text, run_ma
 from trainer.cli_common import terminate_as_interrupt
 from trainer.config import BOUNDS, CHOICES, FitConfig
 from trainer.run_files import RunFiles, read_config
-from trainer.train import fit
+from trainer.train import fit, machine_precision_problem
 
 
 def _parser() -> ArgumentParser:
@@ -63,7 +63,14 @@ def _parser() -> ArgumentParser:
         "--val-fraction", type=b["val_fraction"], default=d.val_fraction, help="validation fraction of train"
     )
     p.add_argument("--seed", type=b["seed"], default=d.seed, help="random seed")
-    p.add_argument("--mixed-precision", action="store_true", help="float16 compute (GPU only)")
+    p.add_argument(
+        "--precision",
+        choices=CHOICES["precision"],
+        default=None,
+        help=f"compute precision (default {d.precision}): bf16 needs bf16 units (a CPU with amx_bf16 or "
+        "avx512_bf16, or a GPU of compute capability 8.0+), fp16 a GPU; weights and saved models stay float32",
+    )
+    p.add_argument("--mixed-precision", action="store_true", help="same as --precision fp16 (its older name)")
     p.add_argument(
         "--limit-per-class",
         type=b["limit_per_class"],
@@ -101,6 +108,11 @@ def _config_from_args(args: argparse.Namespace) -> FitConfig:
     """
     if args.resume:
         return read_config(Path(args.out))
+    if args.mixed_precision:
+        if args.precision not in (None, "fp16"):
+            raise UserError(f"--mixed-precision means --precision fp16, not {args.precision}: give one of them")
+        args.precision = "fp16"
+    args.precision = args.precision or FitConfig.precision
     if not args.data:
         raise UserError("--data is required: give the FER2013 folder (with train/ and test/) or fer2013.csv")
     if args.init_from is not None and not args.init_from.strip():
@@ -120,6 +132,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("--out is empty: give a run folder")
     cfg = _config_from_args(args)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    problem = machine_precision_problem(cfg.precision)  # before any data is read
+    if problem and args.resume:
+        raise UserError(
+            f"this run trains in {cfg.precision}, but {problem}: resume it on a machine that can, "
+            "or start a new run with --precision fp32"
+        )
+    if problem:
+        raise UserError(f"--precision {cfg.precision}: {problem}; use --precision fp32")
     terminate_as_interrupt()
     resume_hint = f"continue with trainer-fit --out {cfg.out} --resume"
     try:

@@ -22,15 +22,20 @@ PARAMETERS = 2_345_607  # documented parameter count of the CNN
 MULTIPLY_ADDS = 77_300_000  # documented cost per face (rounded)
 
 
-def build_model(spec: ModelSpec | None = None):
+def build_model(spec: ModelSpec | None = None, dtype: str | None = None):
     """Build the documented CNN.
 
     Conv 32 3x3 relu -> Conv 64 3x3 relu -> MaxPool 2 -> Dropout .25 -> Conv 128 3x3 relu ->
     MaxPool 2 -> Conv 128 3x3 relu -> MaxPool 2 -> Dropout .25 -> Flatten -> Dense 1024 relu ->
     Dropout .5 -> Dense N softmax, preceded by a Rescaling(1/255) layer (no parameters).
 
+    The input and the softmax layer are float32 whatever the dtype policy, so the model takes and
+    gives float32 (and so does its ONNX export).
+
     Args:
         spec: The model contract (input size, labels). Defaults to FER2013's.
+        dtype: The Keras dtype policy of every layer but the softmax (``"float32"``,
+            ``"mixed_bfloat16"``...); None: Keras's global policy.
 
     Returns:
         An uncompiled ``keras.Sequential`` model.
@@ -43,19 +48,19 @@ def build_model(spec: ModelSpec | None = None):
     return keras.Sequential(
         [
             keras.Input(shape=spec.input_shape, name="pixels"),
-            layers.Rescaling(1.0 / (hi - lo), offset=-lo / (hi - lo), name="rescale"),
-            layers.Conv2D(32, 3, activation="relu", name="conv1"),
-            layers.Conv2D(64, 3, activation="relu", name="conv2"),
-            layers.MaxPooling2D(2, name="pool1"),
-            layers.Dropout(0.25, name="drop1"),
-            layers.Conv2D(128, 3, activation="relu", name="conv3"),
-            layers.MaxPooling2D(2, name="pool2"),
-            layers.Conv2D(128, 3, activation="relu", name="conv4"),
-            layers.MaxPooling2D(2, name="pool3"),
-            layers.Dropout(0.25, name="drop2"),
-            layers.Flatten(name="flatten"),
-            layers.Dense(1024, activation="relu", name="fc1"),
-            layers.Dropout(0.5, name="drop3"),
+            layers.Rescaling(1.0 / (hi - lo), offset=-lo / (hi - lo), name="rescale", dtype=dtype),
+            layers.Conv2D(32, 3, activation="relu", name="conv1", dtype=dtype),
+            layers.Conv2D(64, 3, activation="relu", name="conv2", dtype=dtype),
+            layers.MaxPooling2D(2, name="pool1", dtype=dtype),
+            layers.Dropout(0.25, name="drop1", dtype=dtype),
+            layers.Conv2D(128, 3, activation="relu", name="conv3", dtype=dtype),
+            layers.MaxPooling2D(2, name="pool2", dtype=dtype),
+            layers.Conv2D(128, 3, activation="relu", name="conv4", dtype=dtype),
+            layers.MaxPooling2D(2, name="pool3", dtype=dtype),
+            layers.Dropout(0.25, name="drop2", dtype=dtype),
+            layers.Flatten(name="flatten", dtype=dtype),
+            layers.Dense(1024, activation="relu", name="fc1", dtype=dtype),
+            layers.Dropout(0.5, name="drop3", dtype=dtype),
             # float32 output keeps softmax exact under mixed precision
             layers.Dense(spec.num_classes, activation="softmax", name="probs", dtype="float32"),
         ],

@@ -17,8 +17,8 @@ import numpy as np
 from runtime.cli_support import first_line
 from runtime.contract import ModelSpec
 from runtime.errors import ModelError
-from trainer.config import FitConfig, check_config
-from trainer.data import load_split, train_val_split
+from trainer.config import KERAS_POLICY, ConfigError, FitConfig, check_config, cpu_flags, precision_problem
+from trainer.data import Split, load_split, train_val_split
 from trainer.evaluate import evaluate_model, format_report, plot_history
 from trainer.model import build_model, load_model, read_spec, save_model
 from trainer.run_files import (
@@ -42,6 +42,27 @@ def class_weight_map(y: np.ndarray, k: int, mode: str) -> dict[int, float] | Non
     if mode == "sqrt":
         w = np.sqrt(w)
     return {i: float(v) for i, v in enumerate(w)}
+
+
+def gpu_capabilities() -> list[tuple[int, int] | None]:
+    """The CUDA compute capability (major, minor) of each GPU TensorFlow sees; None where it is not told."""
+    import tensorflow as tf
+
+    caps: list[tuple[int, int] | None] = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        cc = tf.config.experimental.get_device_details(gpu).get("compute_capability")
+        caps.append(tuple(cc) if cc else None)
+    return caps
+
+
+def machine_precision_problem(precision: str) -> str | None:
+    """Why ``precision`` would not speed up training on this machine, or None (fp32 always runs).
+
+    See :func:`trainer.config.precision_problem`; this reads the machine's CPU flags and GPUs.
+    """
+    if precision == "fp32":
+        return None
+    return precision_problem(precision, cpu_flags(), gpu_capabilities())
 
 
 def make_strategy(cpu_replicas: int):
@@ -80,6 +101,8 @@ def make_dataset(
     import keras
     import tensorflow as tf
 
+    # the pipeline is float32 whatever the precision: under a mixed policy Keras's augmentation
+    # layers would compute in bfloat16 or float16 (pixels rounded, and mixup's float32 weights refused)
     ds = tf.data.Dataset.from_tensor_slices((x, tf.one_hot(y, k))).cache()
     if training:
         ds = ds.shuffle(len(y), seed=cfg.seed, reshuffle_each_iteration=True)
@@ -90,13 +113,18 @@ def make_dataset(
         lambda a, b: (tf.cast(a, tf.float32), b), num_parallel_calls=tf.data.AUTOTUNE
     )
     if training and cfg.augment:
-        layers = [keras.layers.RandomFlip("horizontal", seed=cfg.seed)]
+        f32 = "float32"
+        layers = [keras.layers.RandomFlip("horizontal", seed=cfg.seed, dtype=f32)]
         if cfg.shift > 0:
-            layers.append(keras.layers.RandomTranslation(cfg.shift, cfg.shift, fill_mode="nearest", seed=cfg.seed + 1))
+            layers.append(
+                keras.layers.RandomTranslation(cfg.shift, cfg.shift, fill_mode="nearest", seed=cfg.seed + 1, dtype=f32)
+            )
         if cfg.rotate_deg > 0:
-            layers.append(keras.layers.RandomRotation(cfg.rotate_deg / 360.0, fill_mode="nearest", seed=cfg.seed + 2))
+            layers.append(
+                keras.layers.RandomRotation(cfg.rotate_deg / 360.0, fill_mode="nearest", seed=cfg.seed + 2, dtype=f32)
+            )
         if cfg.zoom > 0:
-            layers.append(keras.layers.RandomZoom(cfg.zoom, fill_mode="nearest", seed=cfg.seed + 3))
+            layers.append(keras.layers.RandomZoom(cfg.zoom, fill_mode="nearest", seed=cfg.seed + 3, dtype=f32))
         aug = keras.Sequential(layers, name="augment")
         ds = ds.map(
             lambda a, b: (tf.clip_by_value(aug(a, training=True), 0.0, 255.0), b), num_parallel_calls=tf.data.AUTOTUNE
@@ -139,6 +167,21 @@ def make_optimizer(cfg: FitConfig, steps_per_epoch: int):
     return keras.optimizers.Adam(schedule)
 
 
+def for_use(model, spec: ModelSpec, cfg: FitConfig):
+    """The model as saved for use (``best``, ``final``, ``swa``): float32 throughout.
+
+    A mixed-precision model keeps float32 weights and computes in bfloat16 or float16; its copy
+    with a float32 policy holds the same weights and computes in float32, so trainer-eval,
+    export-onnx and ``--init-from`` read it like any other (tf2onnx cannot convert bfloat16
+    layers). The checkpoint ``last.keras`` keeps the training precision, for ``--resume``.
+    """
+    if cfg.precision == "fp32":
+        return model
+    copy = build_model(spec, dtype="float32")
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def _make_checkpoint_callback(files: RunFiles, spec: ModelSpec, state: dict, cfg: FitConfig):
     """A Keras callback that saves the run after every epoch (defined here: Keras is imported lazily)."""
     import keras
@@ -164,7 +207,7 @@ def _make_checkpoint_callback(files: RunFiles, spec: ModelSpec, state: dict, cfg
             if row["val_accuracy"] > state["best_val_accuracy"]:
                 state["best_val_accuracy"] = row["val_accuracy"]
                 state["best_epoch"] = epoch + 1
-                save_model(self.model, files.best, spec, extra)
+                save_model(for_use(self.model, spec, cfg), files.best, spec, extra)
             save_model(self.model, files.last, spec, extra)
             if epoch + 1 > cfg.epochs - cfg.swa_epochs:
                 add_to_weight_sum(files.swa_sum, self.model.get_weights(), epoch + 1)
@@ -202,10 +245,14 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
         The test metrics (the validation metrics when ``cfg.test_eval`` is off).
 
     Raises:
-        ConfigError, RunError, DataError, ModelError: A bad setting, run folder, data or model.
+        ConfigError, RunError, DataError, ModelError: A bad setting (or a precision this machine
+            cannot speed up), run folder, data or model.
     """
     files = RunFiles(Path(cfg.out))
     check_config(cfg)
+    problem = machine_precision_problem(cfg.precision)
+    if problem:
+        raise ConfigError(f"{problem}: train in fp32 instead")
     check_run_folder(files.out)
     if resume:
         state = read_state(files)
@@ -238,12 +285,31 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
     write_json(files.config, {**dataclasses.asdict(cfg), "labels": list(spec.labels)})
 
     import keras
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(KERAS_POLICY[cfg.precision])
+    try:
+        return _train_and_report(cfg, resume, files, state, spec, train, val, test)
+    finally:  # the policy is process-wide: leave it as it was for the caller's next model
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def _train_and_report(
+    cfg: FitConfig,
+    resume: bool,
+    files: RunFiles,
+    state: dict,
+    spec: ModelSpec,
+    train: Split,
+    val: Split,
+    test: Split | None,
+) -> dict:
+    """:func:`fit` once the data is read and Keras's dtype policy is set: train, save, report."""
+    import keras
     import tensorflow as tf
 
     strategy = make_strategy(cfg.cpu_replicas)
     keras.utils.set_random_seed(cfg.seed)
-    if cfg.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
     k = spec.num_classes
     steps = int(np.ceil(len(train) / cfg.batch_size))
     with strategy.scope():
@@ -261,7 +327,8 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
                 metrics=["accuracy"],
             )
     print(
-        f"devices: {strategy.num_replicas_in_sync} replica(s); GPUs: {len(tf.config.list_physical_devices('GPU'))}",
+        f"devices: {strategy.num_replicas_in_sync} replica(s); GPUs: {len(tf.config.list_physical_devices('GPU'))}; "
+        f"precision {cfg.precision} (Keras policy {KERAS_POLICY[cfg.precision]})",
         file=sys.stderr,
     )
     callbacks = [_make_checkpoint_callback(files, spec, state, cfg)]
@@ -284,15 +351,18 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
             callbacks=callbacks,
             verbose=1 if sys.stderr.isatty() else 2,
         )
-    save_model(model, files.final, spec, {"epoch": state["epoch"], "config": dataclasses.asdict(cfg)})
+    save_model(
+        for_use(model, spec, cfg), files.final, spec, {"epoch": state["epoch"], "config": dataclasses.asdict(cfg)}
+    )
     plot_history(files.history, files.curves)
     swa_val = None
     if cfg.swa_epochs:
         with np.load(files.swa_sum) as saved:
             count = int(saved["count"])
             model.set_weights([saved[f"w{i}"] / count for i in range(len(model.get_weights()))])
-        save_model(model, files.swa, spec, {"swa_of_epochs": count, "config": dataclasses.asdict(cfg)})
-        swa_val = evaluate_model(model, val)["accuracy"]
+        swa = for_use(model, spec, cfg)
+        save_model(swa, files.swa, spec, {"swa_of_epochs": count, "config": dataclasses.asdict(cfg)})
+        swa_val = evaluate_model(swa, val)["accuracy"]
         print(f"swa.keras: mean of the last {count} epochs, val accuracy {swa_val:.4f}", file=sys.stderr)
     best = load_model(files.best)
     val_report = evaluate_model(best, val, files.out / "val", "val")
@@ -308,6 +378,7 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
             "best_val_accuracy": state["best_val_accuracy"],
             "swa_val_accuracy": swa_val,
             "epochs": state["epoch"],
+            "compute_precision": cfg.precision,  # fp32, bf16 or fp16 (not the per-class "precision")
             "mean_epoch_seconds": round(float(np.mean([r["seconds"] for r in state["history"]] or [0])), 1),
             "train_faces": len(train),
             "val_faces": len(val),

@@ -43,6 +43,7 @@ def test_run_produces_every_artefact(tiny_run: Path) -> None:
     assert [int(r["epoch"]) for r in _history(tiny_run)] == [1, 2]
     config = json.loads((tiny_run / "config.json").read_text())
     assert config["labels"][0] == "angry" and config["epochs"] == 2
+    assert config["precision"] == metrics["compute_precision"] == "fp32" and config["mixed_precision"] is False
 
 
 def test_saved_model_records_label_order(tiny_run: Path) -> None:
@@ -228,6 +229,7 @@ DAMAGE = [
     ("config.json", _set("epochs", "many"), "epochs"),
     ("config.json", _set("lr", 5), "lr"),
     ("config.json", _set("schedule", "wild"), "schedule"),
+    ("config.json", _set("precision", "fp8"), "precision"),
     ("config.json", _set("speed", 3), "unknown setting"),
     ("checkpoints/state.json", _truncate, "not JSON"),
     ("checkpoints/state.json", lambda text: "", "empty"),
@@ -241,8 +243,8 @@ DAMAGE = [
     ("name", "damage", "needle"),
     DAMAGE,
     ids=["config-truncated", "config-empty", "config-list", "config-wrong-type", "config-out-of-range",
-         "config-bad-choice", "config-unknown-key", "state-truncated", "state-empty", "state-string",
-         "state-wrong-type", "state-no-history"],
+         "config-bad-choice", "config-bad-precision", "config-unknown-key", "state-truncated", "state-empty",
+         "state-string", "state-wrong-type", "state-no-history"],
 )
 def test_resume_on_a_damaged_run_file_is_one_line_and_touches_nothing(
     tiny_run: Path, tmp_path: Path, name: str, damage: Callable[[str], str], needle: str
