@@ -1,4 +1,4 @@
-"""Emotion classification: every face of a frame in ONE onnxruntime call.
+"""Emotion classification: every face of a frame in ONE model call (onnxruntime or OpenVINO).
 
 The model's labels and input contract come from the ONNX file's metadata
 (:class:`runtime.contract.ModelSpec`); rescaling is inside the graph, so faces go in as raw
@@ -12,28 +12,22 @@ import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 import cv2
 import numpy as np
 
+from runtime.backends import CPU, CUDA, GPU_INSTALL, PROVIDERS, Backend, ModelIO, open_backend, open_session
 from runtime.cli_support import first_line
 from runtime.contract import ContractError, ModelSpec
 from runtime.errors import ModelError
 from runtime.faces import Faces, clip_xyxy
 from runtime.image import to_gray
 
-if TYPE_CHECKING:  # imported where a session is made: `--help` and the lean import stay fast
-    import onnxruntime as ort
-
 #: Input element types the runtime can feed (raw 0-255 pixels fit each of them exactly).
 INPUT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
                 "tensor(uint8)": np.uint8}
 PROB_SLACK = 0.01  # how far outside [0, 1] a probability may stray (quantised models round)
 SUM_SLACK = 0.05  # how far from 1 a face's probabilities may sum (the shipped INT8 file: within 0.008)
-CUDA = "CUDAExecutionProvider"
-CPU = "CPUExecutionProvider"
-GPU_INSTALL = 'pip uninstall -y onnxruntime && pip install "emocam[gpu]"'
+__all__ = ["CPU", "CUDA", "GPU_INSTALL", "PROVIDERS", "EmotionClassifier", "InferenceError", "open_session"]
 
 
 def default_model_path() -> Path:
@@ -63,7 +57,7 @@ class InferenceError(ModelError):
 
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM while onnxruntime builds a session (a fraction of a second).
+    """Hold Ctrl-C and SIGTERM while the engine builds a session (a fraction of a second).
 
     A signal handled inside that native call makes it fail as "initialization failed", which would
     read as a broken model. Here a signal is only noted meanwhile, and raised again once the call
@@ -96,65 +90,25 @@ def _session_source(path: Path) -> str | bytes:
             raise ModelError(f"model {path} cannot be read ({exc.strerror}): check its permissions") from None
 
 
-def _providers(provider: str) -> list[str]:
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
-    if provider == "cpu":
-        return [CPU]
-    if provider == "cuda":
-        if CUDA not in available:
-            raise ModelError(
-                f"CUDA was asked for, but this onnxruntime has no CUDA provider (it has {', '.join(available)}): "
-                f"{GPU_INSTALL}"
-            )
-        return [CUDA, CPU]
-    if provider == "auto":
-        return [CUDA, CPU] if CUDA in available else [CPU]
-    raise ValueError(f"unknown provider {provider!r}: use auto, cpu or cuda")
-
-
-def open_session(model: str | bytes, providers: list[str], threads: int = 0) -> ort.InferenceSession:
-    """An onnxruntime session with the project's options, shared by runtime, export and benchmark.
-
-    Full graph optimisation (1.8x faster than BASIC here), ``threads`` intra-op threads (0: one
-    per core), one inter-op thread, quiet logs.
-
-    Args:
-        model: An ONNX file path, or a serialised model.
-        providers: Execution providers in order of preference.
-        threads: Intra-op threads.
-    """
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    return ort.InferenceSession(model, sess_options=opts, providers=providers)
-
-
-def _read_spec(session: ort.InferenceSession, path: Path) -> ModelSpec:
-    meta = session.get_modelmeta().custom_metadata_map
+def _read_spec(io: ModelIO, path: Path) -> ModelSpec:
     try:
-        spec = ModelSpec.from_metadata(meta)
+        spec = ModelSpec.from_metadata(io.metadata)
     except ContractError as exc:
         raise ModelError(f"model {path}: {exc}") from None
-    inputs, outputs = session.get_inputs(), session.get_outputs()
-    if len(inputs) != 1 or len(outputs) < 1:
-        raise ModelError(f"model {path} has {len(inputs)} inputs: expected exactly one image input")
+    if io.inputs != 1 or io.outputs < 1:
+        raise ModelError(f"model {path} has {io.inputs} inputs: expected exactly one image input")
     if spec.channels != 1:
         raise ModelError(f"model {path} takes {spec.channels}-channel faces, but the runtime feeds grayscale "
                         "(1 channel), as FER2013 is: export a grayscale model")
-    shape = list(inputs[0].shape)
+    shape = list(io.input_shape)
     want = [*spec.input_hw, spec.channels]
-    if len(shape) != 4 or [d if isinstance(d, int) else None for d in shape[1:]] != want:
-        raise ModelError(f"model {path} takes input {shape}: expected [N, {', '.join(map(str, want))}] (NHWC)")
-    if inputs[0].type not in INPUT_DTYPES:
-        raise ModelError(f"model {path} takes {inputs[0].type} input: expected float, float16, double or uint8 "
+    if len(shape) != 4 or shape[1:] != want:
+        shown = ["N" if d is None else d for d in shape]
+        raise ModelError(f"model {path} takes input {shown}: expected [N, {', '.join(map(str, want))}] (NHWC)")
+    if io.input_type not in INPUT_DTYPES:
+        raise ModelError(f"model {path} takes {io.input_type} input: expected float, float16, double or uint8 "
                         "pixels; re-export it with export-onnx")
-    out_shape = list(outputs[0].shape)
+    out_shape = list(io.output_shape)
     if len(out_shape) != 2 or out_shape[1] != spec.num_classes:
         raise ModelError(
             f"model {path} gives output {out_shape} but its labels name {spec.num_classes} classes: re-export it"
@@ -163,21 +117,23 @@ def _read_spec(session: ort.InferenceSession, path: Path) -> ModelSpec:
 
 
 class EmotionClassifier:
-    """Classifies faces with an ONNX model on the CPU or CUDA provider.
+    """Classifies faces with an ONNX model on onnxruntime (CPU, CUDA) or OpenVINO.
 
     Args:
         model_path: ONNX file written by ``export-onnx``, or a shipped model by name: ``fp32``
             (the default) or ``int8`` (about twice as fast on a CPU, 0.1 points less accurate).
-        provider: ``auto`` (CUDA when onnxruntime-gpu and a GPU are present), ``cpu`` or ``cuda``.
-        threads: onnxruntime intra-op threads (0: one per physical core).
+        provider: ``auto`` (CUDA when onnxruntime-gpu and a GPU are present, else OpenVINO when
+            installed, else onnxruntime's CPU provider), ``cpu``, ``cuda`` or ``openvino``
+            (:mod:`runtime.backends`). :attr:`provider` says which one runs.
+        threads: Inference threads (0: one per physical core).
         margin: Fraction of the box size added on each side before cropping. 0 by default: on
             512 FER2013 training faces (upscaled 4x, padded), the Haar box matched the FER2013
             crop (median image side / box side 1.00, IQR 0.94-1.08), so the box itself is the
             framing the model was trained on.
 
     Raises:
-        ModelError: The model is missing, not ONNX, or breaks the contract; or CUDA was asked
-            for and is not active.
+        ModelError: The model is missing, not ONNX, or breaks the contract; or CUDA or OpenVINO
+            was asked for and is not active.
     """
 
     def __init__(
@@ -198,27 +154,25 @@ class EmotionClassifier:
             raise ValueError(f"margin must be in [0, 1], got {margin}")
         try:
             with _signals_held():
-                self.session = open_session(_session_source(path), _providers(provider), threads)
+                self.backend: Backend = open_backend(_session_source(path), provider, threads)
         except ModelError:
             raise
-        except Exception as exc:  # onnxruntime raises its own exception types for a bad file
+        except Exception as exc:  # the engines raise their own exception types for a bad file
             raise ModelError(
                 f"model {path} is not a loadable ONNX model ({first_line(exc)}): give an .onnx file from export-onnx"
             ) from None
-        active = self.session.get_providers()
-        if provider == "cuda" and CUDA not in active:
+        if provider == "cuda" and self.backend.name != "cuda":
             raise ModelError(
                 "CUDA was asked for, but onnxruntime fell back to the CPU (no CUDA device, or CUDA/cuDNN libraries "
                 f"missing): check nvidia-smi and {GPU_INSTALL}"
             )
         self.path = path
-        self.provider = "cuda" if CUDA in active else "cpu"
-        self.spec = _read_spec(self.session, path)
-        model_input = self.session.get_inputs()[0]
-        self.input_name = model_input.name
-        self.output_name = self.session.get_outputs()[0].name
-        self.input_dtype = INPUT_DTYPES[model_input.type]
-        fixed = model_input.shape[0]
+        self.provider = self.backend.name  # what runs: cpu, cuda or openvino
+        io: ModelIO = self.backend.io
+        self.spec = _read_spec(io, path)
+        self.metadata = io.metadata
+        self.input_dtype = INPUT_DTYPES[io.input_type]
+        fixed = io.input_shape[0]
         self.max_batch = fixed if isinstance(fixed, int) and fixed > 0 else None  # a fixed batch size, if any
         self.margin = margin
         self._batch = np.zeros((0, *self.spec.input_shape), np.float32)
@@ -274,11 +228,11 @@ class EmotionClassifier:
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Class probabilities ``(n, k)`` for a raw-pixel batch ``(n, H, W, C)``.
 
-        One session call (a model exported with a fixed batch size gets one call per chunk of
+        One model call (a model exported with a fixed batch size gets one call per chunk of
         that size, padded).
 
         Raises:
-            InferenceError: onnxruntime failed; the message names the model and its reason.
+            InferenceError: The engine failed; the message names the model and its reason.
         """
         n = len(batch)
         if n == 0:
@@ -293,8 +247,8 @@ class EmotionClassifier:
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         try:
-            out = self.session.run([self.output_name], {self.input_name: batch})[0]
-        except Exception as exc:  # onnxruntime's own exception types: any failure inside the model
+            out = self.backend.run(batch)
+        except Exception as exc:  # the engine's own exception types: any failure inside the model
             raise InferenceError(f"model {self.path} failed on {len(batch)} faces ({first_line(exc)}): "
                                  "check it with trainer-eval, or re-export it with export-onnx") from None
         return np.asarray(out, dtype=np.float32)

@@ -41,6 +41,7 @@ def _default(cls: type, name: str) -> object:
 
 def _parser() -> ArgumentParser:
     from runtime.annotate import EmojiAnnotator
+    from runtime.backends import PROVIDERS
     from runtime.classifier import EmotionClassifier
     from runtime.detector import HaarDetector
     from runtime.pipeline import Pipeline
@@ -52,10 +53,11 @@ def _parser() -> ArgumentParser:
                         "a video file, a stream URL, an image, or a folder of images")
     p.add_argument("--model", type=path_arg, default=None,
                    help="ONNX model from export-onnx, or a shipped one: fp32 (the default) or int8 (faster on a CPU)")
-    p.add_argument("--provider", choices=["auto", "cpu", "cuda"], default=_default(EmotionClassifier, "provider"),
-                   help="onnxruntime execution provider")
+    p.add_argument("--provider", choices=PROVIDERS, default=_default(EmotionClassifier, "provider"),
+                   help="inference engine: auto (CUDA, else OpenVINO when installed, else CPU), cpu (onnxruntime), "
+                        "cuda (onnxruntime-gpu: the [gpu] extra) or openvino (the [openvino] extra)")
     p.add_argument("--threads", type=THREADS, default=_default(EmotionClassifier, "threads"),
-                   help="onnxruntime intra-op threads (0: one per core)")
+                   help="inference threads (0: one per core)")
     p.add_argument("--no-window", action="store_true", help="headless: no window (servers, CI)")
     p.add_argument("--output", type=path_arg, default=None,
                    help=f"write the annotated video ({', '.join(VIDEO_FOURCC)}) or image (.jpg, .png, ...); "

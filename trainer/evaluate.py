@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.backends import PROVIDERS
 from runtime.classifier import EmotionClassifier
 from runtime.cli_support import SEED, ArgumentParser, UserError, atomic_path, path_arg, run_main
 from trainer.cli_common import VAL_FRACTION, inference_errors, write_errors
@@ -170,8 +171,8 @@ def evaluate_model(model, split: Split, out_dir: Path | None = None, name: str =
 class OnnxModel:
     """An exported ONNX model behind the ``predict`` call that :func:`evaluate_model` uses."""
 
-    def __init__(self, path: Path) -> None:
-        self.classifier = EmotionClassifier(path, provider="cpu")
+    def __init__(self, path: Path, provider: str = "cpu") -> None:
+        self.classifier = EmotionClassifier(path, provider=provider)
         self.spec = self.classifier.spec
 
     def predict(self, x: np.ndarray, batch_size: int = 256, verbose: int = 0) -> np.ndarray:
@@ -202,6 +203,8 @@ def _parser() -> ArgumentParser:
     )
     parser.add_argument("--seed", type=SEED, default=FIT_DEFAULTS.seed, help="--split val: trainer-fit's seed")
     parser.add_argument("--out", type=path_arg, default=None, help="folder for metrics.json and confusion_matrix.png")
+    parser.add_argument("--provider", choices=PROVIDERS, default="cpu",
+                        help="engine for an .onnx model: cpu (onnxruntime, the reference), openvino, cuda or auto")
     return parser
 
 
@@ -215,14 +218,16 @@ def _check_out_folder(out: Path | None) -> None:
         raise UserError(f"output folder {out} does not exist: create it first")
 
 
-def _open_model(path: Path):
-    """The model (an :class:`OnnxModel` or a Keras model) and its spec.
+def _open_model(path: Path, provider: str = "cpu"):
+    """The model (an :class:`OnnxModel` on ``provider``, or a Keras model) and its spec.
 
     A ``.keras`` model is checked against its spec (input shape, class count).
     """
     if path.suffix.lower() == ".onnx":
-        model = OnnxModel(path)
+        model = OnnxModel(path, provider)
         return model, model.spec
+    if provider != "cpu":
+        raise UserError(f"--provider {provider} applies to .onnx models; {path} runs in Keras: leave --provider out")
     spec = read_spec(path)
     model = load_model(path)
     check_against_spec(model, spec, path)
@@ -233,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """trainer-eval: evaluate a saved model on a FER2013 split."""
     args = _parser().parse_args(argv)
     _check_out_folder(args.out)
-    model, spec = _open_model(args.model)
+    model, spec = _open_model(args.model, args.provider)
     if args.split == "val":  # the same faces trainer-fit validated on: same data, fraction and seed
         split = train_val_split(args.data, args.val_fraction, args.seed)[1]
     else:
@@ -242,6 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"model labels {list(spec.labels)} differ from the data's {list(split.labels)}")
     with inference_errors(f"model {args.model} on {len(split)} faces"):
         report = score_model(model, split, args.split)
+    report["engine"] = model.classifier.provider if isinstance(model, OnnxModel) else "keras"
     if args.out is not None:
         with write_errors(args.out):
             write_report(report, args.out, args.split)

@@ -31,7 +31,7 @@ def test_default_model_loads_with_its_contract() -> None:
     assert clf.path == DEFAULT_MODEL
     assert clf.labels == FER2013_LABELS
     assert clf.spec.input_shape == (48, 48, 1) and clf.spec.input_range == (0.0, 255.0)
-    meta = clf.session.get_modelmeta().custom_metadata_map
+    meta = clf.metadata
     assert meta["variant"] == "fp32" and float(meta["source_val_accuracy"]) >= 0.6
     assert meta["test_time_augmentation"] == "flip-zoom" and meta["forward_passes"] == "6"
 

@@ -15,31 +15,30 @@ from runtime.faces import Faces
 from runtime.image import to_gray
 
 
-class CountingSession:
-    """Wraps an onnxruntime session and counts ``run`` calls and the batch sizes they got."""
+class CountingBackend:
+    """Wraps an inference backend and counts ``run`` calls and the batch sizes they got."""
 
-    def __init__(self, session) -> None:
-        self._session = session
+    def __init__(self, backend) -> None:
+        self._backend = backend
         self.batches: list[int] = []
 
-    def run(self, output_names, feeds, *args, **kwargs):
-        (batch,) = feeds.values()
+    def run(self, batch):
         self.batches.append(len(batch))
-        return self._session.run(output_names, feeds, *args, **kwargs)
+        return self._backend.run(batch)
 
     def __getattr__(self, name: str):
-        return getattr(self._session, name)
+        return getattr(self._backend, name)
 
 
 @pytest.fixture
-def counting(classifier: EmotionClassifier, monkeypatch: pytest.MonkeyPatch) -> CountingSession:
-    proxy = CountingSession(classifier.session)
-    monkeypatch.setattr(classifier, "session", proxy)
+def counting(classifier: EmotionClassifier, monkeypatch: pytest.MonkeyPatch) -> CountingBackend:
+    proxy = CountingBackend(classifier.backend)
+    monkeypatch.setattr(classifier, "backend", proxy)
     return proxy
 
 
 def test_labels_and_spec_come_from_the_model_metadata(classifier: EmotionClassifier):
-    meta = classifier.session.get_modelmeta().custom_metadata_map
+    meta = classifier.metadata
     assert list(classifier.labels) == json.loads(meta["labels"])
     assert len(classifier.labels) == 7
     assert all(name == name.lower() and name for name in classifier.labels)
@@ -156,11 +155,11 @@ def test_shipped_models_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert EmotionClassifier("fp32", provider="cpu").path == DEFAULT_MODEL
     if INT8_MODEL.is_file():
         int8 = EmotionClassifier("int8", provider="cpu")
-        assert int8.path == INT8_MODEL and int8.session.get_modelmeta().custom_metadata_map["variant"] == "int8"
+        assert int8.path == INT8_MODEL and int8.metadata["variant"] == "int8"
     # a real file of that name is never shadowed by the shipped model
     (tmp_path / "int8").write_bytes(DEFAULT_MODEL.read_bytes())
     local = EmotionClassifier("int8", provider="cpu")
-    assert local.path == Path("int8") and local.session.get_modelmeta().custom_metadata_map["variant"] == "fp32"
+    assert local.path == Path("int8") and local.metadata["variant"] == "fp32"
     with pytest.raises(ModelError, match=r"shipped model \(fp32, int8\)"):
         EmotionClassifier("int4")
 
