@@ -9,7 +9,15 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime.annotate import EmojiAnnotator, LabelAnnotator, blend, default_emoji_dir, load_emoji, side_panel
+from runtime.annotate import (
+    EmojiAnnotator,
+    LabelAnnotator,
+    blend,
+    default_emoji_dir,
+    load_emoji,
+    side_panel,
+    snap_side,
+)
 from runtime.contract import FER2013_LABELS
 from runtime.errors import EmocamError
 from runtime.faces import Faces
@@ -144,7 +152,7 @@ def test_emoji_dir_follows_the_models_labels(tmp_path: Path):
 
 
 def test_sprite_cache_reuses_and_evicts():
-    annotator = EmojiAnnotator(labels=FER2013_LABELS, cache_size=2)
+    annotator = EmojiAnnotator(labels=FER2013_LABELS, cache_size=2, prerender=False)
     first = annotator.sprite("happy", 64)
     assert annotator.sprite("happy", 64) is first  # reused
     sad = annotator.sprite("sad", 64)
@@ -154,13 +162,14 @@ def test_sprite_cache_reuses_and_evicts():
     assert annotator.sprite("happy", 64) is first
     assert annotator.sprite("sad", 64) is not sad
     color, inv_alpha = first
-    assert color.shape == (64, 64, 3) and inv_alpha.shape == (64, 64, 1)
-    assert color.dtype == inv_alpha.dtype == np.float32
-    assert inv_alpha.min() >= 0 and inv_alpha.max() <= 1
+    assert color.shape == inv_alpha.shape == (64, 64, 3)
+    assert color.dtype == inv_alpha.dtype == np.uint8
+    assert (color.astype(int) + inv_alpha <= 256).all()  # premultiplied: colour <= alpha
+    assert inv_alpha.min() == 0 and inv_alpha.max() == 255  # opaque inside, transparent corners
 
 
 def test_sprite_cache_is_bounded_in_bytes():
-    annotator = EmojiAnnotator(labels=FER2013_LABELS, cache_bytes=2 * 400 * 400 * 16)
+    annotator = EmojiAnnotator(labels=FER2013_LABELS, cache_bytes=2 * 400 * 400 * 6, prerender=False)
     big = annotator.sprite("happy", 400)
     assert annotator.sprite("happy", 400) is big
     for side in (401, 402):
@@ -168,7 +177,8 @@ def test_sprite_cache_is_bounded_in_bytes():
     assert annotator.sprite("happy", 400) is not big  # pushed out by bytes, not by count (256)
 
 
-def test_annotating_the_same_face_reuses_the_sprite(emoji: EmojiAnnotator, monkeypatch: pytest.MonkeyPatch):
+def test_annotating_the_same_face_reuses_the_sprite(monkeypatch: pytest.MonkeyPatch):
+    emoji = EmojiAnnotator(labels=FER2013_LABELS, prerender=False)
     calls = []
     real_resize = cv2.resize
 
@@ -177,16 +187,37 @@ def test_annotating_the_same_face_reuses_the_sprite(emoji: EmojiAnnotator, monke
         return real_resize(*args, **kwargs)
 
     monkeypatch.setattr(cv2, "resize", counting_resize)
-    faces = classified([(100, 60, 177, 137)], ["surprise"])
+    faces = classified([(100, 60, 200, 160)], ["surprise"])
     for _ in range(5):
         emoji.annotate(grey(), faces)
     assert len(calls) == 1
+    for grow in range(1, 4):  # a box a pixel or three larger snaps to the same sprite side
+        emoji.annotate(grey(), classified([(100, 60, 200 + grow, 160 + grow)], ["surprise"]))
+    assert len(calls) == 1
+
+
+def test_prerendered_sprites_need_no_resize(emoji: EmojiAnnotator, monkeypatch: pytest.MonkeyPatch):
+    calls = []
+    monkeypatch.setattr(cv2, "resize", lambda *a, **k: calls.append(1))
+    for side in (40, 77, 120, 200):
+        for label in FER2013_LABELS:
+            emoji.annotate(grey(), classified([(10, 10, 10 + side, 10 + side)], [label]))
+    assert calls == []
+
+
+def test_snap_side_never_grows_and_stays_close():
+    sides = np.arange(1, 2000)
+    snapped = np.array([snap_side(int(s)) for s in sides])
+    assert (snapped <= sides).all() and (snapped >= 1).all()
+    assert (snapped[:32] == sides[:32]).all()  # small sprites are exact
+    assert (snapped / sides).min() > 1 / 1.07  # at most ~6 % smaller
+    assert len(set(snapped[200:400])) < 15  # a face growing from 200 to 400 px uses a dozen sprites, not 200
 
 
 def test_blend_clips_and_composites():
     frame = np.zeros((10, 10, 3), np.uint8)
-    color = np.full((4, 4, 3), 200, np.float32)
-    opaque = np.zeros((4, 4, 1), np.float32)  # 1 - alpha = 0
+    color = np.full((4, 4, 3), 200, np.uint8)
+    opaque = np.zeros((4, 4, 3), np.uint8)  # 255 - alpha = 0
     blend(frame, (color, opaque), -2, -2)
     assert (frame[:2, :2] == 200).all() and frame[2:].sum() == 0 and frame[:, 2:].sum() == 0
     blend(frame, (color, opaque), 8, 9)
@@ -194,12 +225,12 @@ def test_blend_clips_and_composites():
     before = frame.copy()
     blend(frame, (color, opaque), 10, 0)  # wholly outside
     blend(frame, (color, opaque), -4, 3)
-    blend(frame, (np.zeros_like(color), np.ones_like(opaque)), 3, 3)  # transparent
+    blend(frame, (np.zeros_like(color), np.full_like(opaque, 255)), 3, 3)  # transparent
     np.testing.assert_array_equal(frame, before)
-    half = (np.full((4, 4, 3), 50, np.float32), np.full((4, 4, 1), 0.5, np.float32))  # premultiplied 100 at 50%
+    half = (np.full((4, 4, 3), 50, np.uint8), np.full((4, 4, 3), 128, np.uint8))  # premultiplied 100 at ~50%
     frame[:] = 100
     blend(frame, half, 0, 0)
-    assert (frame[:4, :4] == 100).all()
+    assert (np.abs(frame[:4, :4].astype(int) - 100) <= 1).all()
 
 
 def test_label_annotator_writes_near_the_face():

@@ -142,8 +142,9 @@ def test_emoji_annotate_any_frame_any_box(data):
 def test_blend_any_position(frame, side, x, y, alpha):
     bgr = to_bgr(frame).copy()
     before = bgr.copy()
-    colour = np.full((side, side, 3), 200 * alpha, np.float32)  # premultiplied 200 at ``alpha``
-    inv_alpha = np.full((side, side, 1), 1 - alpha, np.float32)
+    a = round(alpha * 255)
+    colour = np.full((side, side, 3), round(200 * a / 255), np.uint8)  # premultiplied 200 at ``alpha``
+    inv_alpha = np.full((side, side, 3), 255 - a, np.uint8)
     blend(bgr, (colour, inv_alpha), x, y)
     h, w = bgr.shape[:2]
     inside = np.zeros((h, w), bool)
@@ -151,7 +152,7 @@ def test_blend_any_position(frame, side, x, y, alpha):
     np.testing.assert_array_equal(bgr[~inside], before[~inside])
     if inside.any():
         expected = 200 * alpha + before[inside].astype(np.float64) * (1 - alpha)
-        assert np.abs(bgr[inside] - expected).max() <= 1.0
+        assert np.abs(bgr[inside] - expected).max() <= 1.5  # uint8 blending: within 1.5 grey levels
 
 
 @SETTINGS
