@@ -15,7 +15,8 @@ What one run measures, in this order:
    frames with a face found.
 6. The targets (goals, never asserted) beside the figures, each marked met or missed.
 
-Output: ``benchmark-<UTC stamp>[-quick].json`` and ``.png`` in ``--out-dir`` plus copies named
+Output: ``benchmark-<UTC stamp>[-quick].json`` and ``.png`` in ``--out-dir`` (default
+``benchmarks/results`` under the working directory) plus copies named
 ``latest.json`` / ``latest.png``, all written atomically; a table on stderr; one JSON line on
 stdout. :data:`REQUIRED_FIELDS` is the JSON's schema and :func:`validate` checks a result
 against it. Keras parts need TensorFlow (the ``[train]`` extra); without it they are recorded
@@ -54,7 +55,9 @@ from runtime.cli_support import EXIT_FAILED, SEED, THREADS, ArgumentParser, Numb
 from runtime.pipeline import Pipeline
 from trainer.cli_common import SHARED, inference_errors, shared_path, terminate_as_interrupt, write_errors
 
-DEFAULT_OUT_DIR = Path(__file__).resolve().parent / "results"  # benchmarks/results beside this file
+#: Results go under the working directory (in the project's checkout: the committed benchmarks/results),
+#: never beside this file: after `pip install .` that is inside site-packages.
+DEFAULT_OUT_DIR = Path("benchmarks") / "results"
 DEFAULT_CLIP = ("media", "WolfgangLanger_Pexels.mp4")  # under ../shared: 472 frames, 640x360, one face
 DEFAULT_FACES = ("fer2013", "test")  # under ../shared: real FER2013 faces for the model runs
 FRAMES = Number(int, 1, 1_000_000)  # --frames / --original-frames: 1 to about 9 hours of 30 frames/s video
@@ -86,7 +89,8 @@ def _parser() -> ArgumentParser:
                    help="trained Keras weights (.keras or .weights.h5) for the Keras parts (default: random "
                         "weights, timing only)")
     p.add_argument("--no-keras", action="store_true", help="skip the Keras parts and the original loop")
-    p.add_argument("--out-dir", type=path_arg, default=DEFAULT_OUT_DIR, help="folder for the JSON and PNG")
+    p.add_argument("--out-dir", type=path_arg, default=DEFAULT_OUT_DIR,
+                   help="folder for the JSON and PNG, made if missing (relative to the working directory)")
     p.add_argument("--seed", type=SEED, default=0, help="seed of the face sample and random matrices")
     return p
 
