@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -35,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.machine import load_avg, machine_info
 from benchmarks.timing import rounded, shown_path
 from export.config import INPUT_NAME
 from export.inference import Budget, in_batches, time_calls
@@ -355,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
     budget = Budget(warmup=5, min_iters=10, min_s=args.seconds, max_s=2 * args.seconds)
-    t0 = time.perf_counter()
+    machine_info_at_start, t0 = machine_info(), time.perf_counter()
     rows = study(args.model, faces, calib, [by_name[n] for n in names], engines, budget, args.rounds,
                  args.threads, args.keep)
     import onnxruntime
@@ -368,7 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "reference": {"variant": REFERENCE[0], "engine": REFERENCE[1]},
         "timing": {"batches": list(BATCHES), "seconds": args.seconds, "rounds": args.rounds, "threads": args.threads,
                    "faces_per_s": "total faces / total time of one pass; the fastest of the rounds"},
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+        "machine": {**machine_info_at_start, "load_avg_1m_end": load_avg(),
                     "onnxruntime": onnxruntime.__version__, "openvino": openvino.__version__},
         "variants": [asdict(v) for v in VARIANTS if v.name in names or v is FP32],
         "seconds": round(time.perf_counter() - t0, 1),
