@@ -1,7 +1,11 @@
-"""Face detection with OpenCV's Haar frontal-face cascade, on a downscaled grayscale frame."""
+"""Face detection with OpenCV's Haar frontal-face cascade, on a downscaled grayscale frame, and
+whole-frame searches on a thread of their own (:class:`BackgroundSearch`)."""
 
 from __future__ import annotations
 
+import queue
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -53,10 +57,18 @@ class HaarDetector:
             self.cascade = None
         if self.cascade is None or self.cascade.empty():
             raise ModelError(f"{cascade_path} is not a valid Haar cascade XML")
+        self.cascade_path = str(cascade_path)
         self.detect_width = detect_width
         self.scale_factor = scale_factor
         self.min_neighbors = min_neighbors
         self.min_size = min_size
+
+    def clone(self) -> HaarDetector:
+        """A detector with the same settings and its own cascade (one cascade must not serve two threads)."""
+        twin = HaarDetector.__new__(HaarDetector)
+        twin.__dict__.update(self.__dict__)
+        twin.cascade = cv2.CascadeClassifier(self.cascade_path)
+        return twin
 
     def detect(self, frame: np.ndarray) -> Faces:
         """Find faces in a frame (grayscale, BGR or BGRA)."""
@@ -128,3 +140,112 @@ class HaarDetector:
         if not found_boxes:
             return Faces.empty()
         return Faces(clip_xyxy(np.round(np.asarray(found_boxes)), (w, h)))
+
+
+class BackgroundSearch:
+    """Whole-frame searches on a thread of their own, each collected on a fixed frame.
+
+    The search of frame ``n`` runs beside the frames that follow and is handed back on frame
+    ``due`` (waiting for it only if it is not finished by then), so the faces a run finds do
+    not depend on how fast the machine is. The thread has its own cascade (:meth:`HaarDetector.clone`):
+    OpenCV's cascade must not serve two threads at once.
+
+    Args:
+        detector: The detector whose settings the searches use.
+    """
+
+    def __init__(self, detector: HaarDetector) -> None:
+        self._detector = detector.clone()
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._job: _Job | None = None
+        self._due = 0
+
+    @property
+    def pending(self) -> bool:
+        """Whether a search was submitted and not yet collected."""
+        return self._job is not None
+
+    def submit(self, gray: np.ndarray, due: int) -> None:
+        """Start searching ``gray`` (copied) for faces; :meth:`collect` hands it back on frame ``due``."""
+        if self._thread is None:
+            from runtime.cli_support import NATIVE_THREAD_PREFIX
+
+            self._thread = threading.Thread(target=self._work, name=f"{NATIVE_THREAD_PREFIX}search", daemon=True)
+            self._thread.start()
+        self._job = _Job(gray.copy())
+        self._due = due
+        self._jobs.put(self._job)
+
+    def collect(self, frame: int) -> Faces | None:
+        """The search's faces when ``frame`` is its due frame or later (waiting for it if needed), else None."""
+        job = self._job
+        if job is None or frame < self._due:
+            return None
+        job.done.wait()
+        self._job = None
+        if isinstance(job.result, BaseException):
+            raise job.result
+        return job.result
+
+    def cancel(self) -> None:
+        """Drop the search in progress: its faces are never handed back."""
+        self._job = None
+
+    def close(self) -> None:
+        """Stop the thread (after the search in progress, if any)."""
+        self._job = None
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            try:
+                job.result = self._detector.detect_gray(job.gray)
+            except BaseException as exc:  # handed to the main thread by collect()
+                job.result = exc
+            job.done.set()
+
+
+@dataclass
+class _Job:
+    gray: np.ndarray
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Faces | BaseException | None = None
+
+
+def merge_new_faces(current: Faces, found: Faces) -> Faces:
+    """``current`` plus the faces of ``found`` that none of it covers.
+
+    ``found`` comes from a search of an earlier frame, so a face already followed may have
+    moved since: a found box is new only when it overlaps no current box (IoU < 0.2) and its
+    centre lies inside none.
+    """
+    if not len(found):
+        return current
+    if not len(current):
+        return found
+    from runtime.tracker import iou_matrix
+
+    cur = current.xyxy.astype(np.float64)
+    centres = (found.xyxy[:, :2] + found.xyxy[:, 2:]) / 2
+    inside = ((centres[:, None, 0] >= cur[None, :, 0]) & (centres[:, None, 0] < cur[None, :, 2])
+              & (centres[:, None, 1] >= cur[None, :, 1]) & (centres[:, None, 1] < cur[None, :, 3]))
+    new = (iou_matrix(found.xyxy, current.xyxy).max(axis=1) < 0.2) & ~inside.any(axis=1)
+    if not new.any():
+        return current
+    return Faces(np.concatenate([current.xyxy, found.xyxy[new]]))
+
+
+def dedupe(faces: Faces, iou: float = 0.5) -> Faces:
+    """``faces`` without the boxes that overlap an earlier one by more than ``iou`` (two tracks
+    that converged on one face)."""
+    if len(faces) < 2:
+        return faces
+    from runtime.tracker import iou_matrix
+
+    overlap = np.triu(iou_matrix(faces.xyxy, faces.xyxy), k=1)
+    keep = ~(overlap > iou).any(axis=0)
+    return faces if keep.all() else Faces(faces.xyxy[keep])

@@ -10,7 +10,7 @@ import numpy as np
 
 from runtime.annotate import EmojiAnnotator, LabelAnnotator, side_panel
 from runtime.classifier import EmotionClassifier
-from runtime.detector import HaarDetector
+from runtime.detector import BackgroundSearch, HaarDetector, dedupe, merge_new_faces
 from runtime.faces import Faces
 from runtime.image import to_bgr, to_gray
 from runtime.tracker import FaceTracker
@@ -38,8 +38,14 @@ class Pipeline:
         show_labels: Also write label and confidence.
         panel: Append a side panel with the dominant emotion's emoji.
         detect_every: Search the whole frame on every Nth frame; between, re-find the known faces
-            only around their last boxes (:meth:`HaarDetector.detect_near`), falling back to a
-            whole-frame search as soon as one is lost. 1: whole frame every time.
+            only around their last boxes (:meth:`HaarDetector.detect_near`). A lost face, or no
+            face at all, starts a search at once. 1: whole frame every time, on the frame itself.
+        search_lag: Frames a whole-frame search may take. It runs on its own thread (with its
+            own cascade) beside the frames that follow, and its new faces join on frame
+            ``n + search_lag``: the main path never waits for a whole-frame search, and the
+            result is the same on every run (a fixed lag, not a race). 0: search on the frame
+            itself (as ``detect_every=1`` does). The first frame, and the first after
+            :meth:`reset`, is always searched on the spot, so a photo never waits.
     """
 
     def __init__(
@@ -54,9 +60,12 @@ class Pipeline:
         show_labels: bool = False,
         panel: bool = False,
         detect_every: int = 5,
+        search_lag: int = 4,
     ) -> None:
         if detect_every < 1:
             raise ValueError(f"detect_every must be >= 1, got {detect_every}")
+        if search_lag < 0:
+            raise ValueError(f"search_lag must be >= 0, got {search_lag}")
         self.detector = detector or HaarDetector()
         self.classifier = classifier or EmotionClassifier(model, provider=provider)
         self.tracker = FaceTracker() if isinstance(tracker, str) else tracker
@@ -64,30 +73,74 @@ class Pipeline:
         self.labels = LabelAnnotator() if show_labels else None
         self.panel = panel
         self.detect_every = detect_every
+        self.search_lag = 0 if detect_every == 1 else search_lag
         self.stage_s = dict.fromkeys(STAGES, 0.0)
         self._frames = 0
-        self.full_detections = 0  # frames on which the whole frame was searched
+        self.full_detections = 0  # whole-frame searches (on the spot or in the background)
         self._boxes = Faces.empty()
+        self._search = BackgroundSearch(self.detector) if self.search_lag else None
+        self._last_search = 0  # frame number of the last whole-frame search
+        self._shape: tuple[int, ...] = ()  # the last frame's size: another size resets the pipeline
 
     def reset(self) -> None:
         """Forget the faces seen so far (call between unrelated images)."""
         self._boxes = Faces.empty()
         self._frames = 0
+        if self._search is not None:
+            self._search.cancel()
         if self.tracker is not None:
             self.tracker.reset()
 
+    def close(self) -> None:
+        """Stop the background search thread (a Pipeline that is dropped stops it too)."""
+        if self._search is not None:
+            self._search.close()
+
+    def _detect(self, gray: np.ndarray) -> Faces:
+        """This frame's boxes: near re-detection of the known faces, and the whole-frame searches due."""
+        n = self._frames
+        if n == 0 or self._search is None:  # on the spot: the first frame, or no background search
+            if n % self.detect_every == 0 or not len(self._boxes):
+                self.full_detections += 1
+                self._last_search = n
+                return self.detector.detect_gray(gray)
+            near = self.detector.detect_near(gray, self._boxes.xyxy)
+            if len(near) < len(self._boxes):  # a face was lost: look everywhere
+                self.full_detections += 1
+                self._last_search = n
+                return self.detector.detect_gray(gray)
+            return near
+        boxes = self._boxes
+        lost = False
+        if len(boxes):
+            boxes = self.detector.detect_near(gray, self._boxes.xyxy)
+            if len(boxes) < len(self._boxes):  # a face was lost: look twice as far around every box
+                wider = self.detector.detect_near(gray, self._boxes.xyxy, grow=1.0, face_px=96)
+                boxes = wider if len(wider) > len(boxes) else boxes
+            lost = len(boxes) < len(self._boxes)
+        found = self._search.collect(n)
+        if found is not None:
+            boxes = merge_new_faces(boxes, found)
+        if not self._search.pending and (lost or not len(boxes) or n - self._last_search >= self.detect_every):
+            self._search.submit(gray, due=n + self.search_lag)
+            self.full_detections += 1
+            self._last_search = n
+        return dedupe(boxes)
+
     def process(self, frame: np.ndarray) -> Faces:
-        """Detect, classify (one onnxruntime call) and track the faces of a frame."""
+        """Detect, classify (one model call) and track the faces of a frame.
+
+        A frame of another size than the last is an unrelated image: the pipeline resets itself
+        (no track, box or emotion carries over). Call :meth:`reset` between unrelated images of
+        one size (the files of a folder: ``runtime-live`` does).
+        """
         t0 = time.perf_counter()
         gray = to_gray(frame)
-        full = self._frames % self.detect_every == 0 or not len(self._boxes)
-        if not full:
-            near = self.detector.detect_near(gray, self._boxes.xyxy)
-            full = len(near) < len(self._boxes)  # a face was lost: look everywhere
-            self._boxes = near
-        if full:
-            self._boxes = self.detector.detect_gray(gray)
-            self.full_detections += 1
+        if gray.shape != self._shape:
+            if self._frames:
+                self.reset()
+            self._shape = gray.shape
+        self._boxes = self._detect(gray)
         self._frames += 1
         t1 = time.perf_counter()
         faces = self.classifier.classify_gray(gray, self._boxes)

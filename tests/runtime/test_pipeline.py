@@ -11,9 +11,9 @@ import pytest
 from runtime.pipeline import Pipeline
 
 
-@pytest.mark.parametrize("detect_every", [pytest.param(1, marks=pytest.mark.slow), 5])
-def test_tracked_detection_keeps_the_face(video_frames: tuple, detect_every: int) -> None:
-    pipe = Pipeline(detect_every=detect_every, provider="cpu")
+@pytest.mark.parametrize(("detect_every", "search_lag"), [pytest.param(1, 0, marks=pytest.mark.slow), (5, 0), (5, 4)])
+def test_tracked_detection_keeps_the_face(video_frames: tuple, detect_every: int, search_lag: int) -> None:
+    pipe = Pipeline(detect_every=detect_every, search_lag=search_lag, provider="cpu")
     frames = with_face = 0
     ids = set()
     for frame in video_frames:
@@ -22,11 +22,11 @@ def test_tracked_detection_keeps_the_face(video_frames: tuple, detect_every: int
         with_face += len(faces) > 0
         ids.update(faces.track_id.tolist())
     assert frames == 472
-    assert with_face >= 0.95 * frames  # speed is never bought by losing faces
+    assert with_face >= 0.99 * frames  # speed is never bought by losing faces
     if detect_every == 1:
         assert pipe.full_detections == frames
     else:  # whole-frame searches: every 5th frame, plus a few when the face was briefly lost
-        assert frames / 5 <= pipe.full_detections < frames / 3
+        assert frames / 6 <= pipe.full_detections < frames / 3
     assert len(ids) <= 3  # one woman: the track survives the whole clip (a re-acquisition or two at most)
     assert set(pipe.stage_s) == {"detect", "classify", "track", "composite"}
 
@@ -51,3 +51,72 @@ def test_no_tracker_classifies_each_frame_on_its_own(media_dir: Path) -> None:
     np.testing.assert_allclose(faces.probs, direct.probs, atol=1e-6)
     out, again = pipe(img.copy())
     assert out.shape == img.shape and again.to_records()[0]["track_id"] is None
+
+
+def test_background_search_gives_the_same_faces_on_every_run(video_frames: tuple) -> None:
+    """The whole-frame search runs on its own thread, but joins on a fixed frame: no race decides the result."""
+    runs = []
+    for _ in range(2):
+        pipe = Pipeline(provider="cpu", tracker=None, search_lag=3)
+        runs.append([pipe.process(frame).xyxy.tolist() for frame in video_frames[:120]])
+        pipe.close()
+    assert runs[0] == runs[1]
+    assert sum(map(len, runs[0])) >= 118
+
+
+def test_background_search_runs_on_its_own_thread_and_cascade(video_frames: tuple,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    pipe = Pipeline(provider="cpu", search_lag=2, detect_every=3)
+    search = pipe._search
+    assert search is not None and search._detector.cascade is not pipe.detector.cascade
+    threads = []
+    real = search._detector.detect_gray
+    monkeypatch.setattr(search._detector, "detect_gray",
+                        lambda gray: threads.append(threading.current_thread().name) or real(gray))
+    for frame in video_frames[:30]:
+        assert len(pipe.process(frame)) >= 1
+    assert threads and all(name.endswith("search") for name in threads)
+    assert threading.current_thread().name not in threads
+    pipe.close()
+    assert search._thread is None
+
+
+def test_reset_drops_a_search_in_flight(media_dir: Path, video_frames: tuple) -> None:
+    """A search of the last video frame must never put its faces into the next, unrelated image."""
+    pipe = Pipeline(provider="cpu", tracker=None, search_lag=3, detect_every=1000)
+    pipe.process(video_frames[0])
+    pipe.process(video_frames[1])  # no face lost: nothing to search yet
+    pipe._search.submit(cv2.cvtColor(np.asarray(video_frames[2]), cv2.COLOR_BGR2GRAY), due=3)
+    pipe.reset()
+    blank = np.zeros((360, 640, 3), np.uint8)
+    assert [len(pipe.process(blank)) for _ in range(6)] == [0] * 6
+
+
+def test_merge_new_faces_and_dedupe() -> None:
+    from runtime.detector import dedupe, merge_new_faces
+    from runtime.faces import Faces
+
+    current = Faces([[100, 100, 200, 200]])
+    moved = Faces([[130, 110, 230, 210], [400, 50, 480, 130]])  # the same face, moved; and a new one
+    merged = merge_new_faces(current, moved)
+    assert merged.xyxy.tolist() == [[100, 100, 200, 200], [400, 50, 480, 130]]
+    assert merge_new_faces(Faces.empty(), moved).xyxy.tolist() == moved.xyxy.tolist()
+    assert merge_new_faces(current, Faces.empty()) is current
+    twins = Faces([[100, 100, 200, 200], [104, 102, 204, 202], [300, 300, 340, 340]])
+    assert dedupe(twins).xyxy.tolist() == [[100, 100, 200, 200], [300, 300, 340, 340]]
+
+
+def test_an_image_of_another_size_carries_nothing_over(media_dir: Path, video_frames: tuple) -> None:
+    """Issue 16: a happy face came out "surprise" when a pipeline reused across photos smoothed it
+    with the last photo's emotion. A frame of another size is unrelated: the pipeline resets."""
+    photo = cv2.imread(str(media_dir / "single_face.jpg"))
+    fresh = Pipeline(provider="cpu").process(photo)
+    reused = Pipeline(provider="cpu")
+    for frame in video_frames[:10]:
+        reused.process(frame)
+    after = reused.process(photo)
+    assert after.xyxy.tolist() == fresh.xyxy.tolist()
+    np.testing.assert_allclose(after.probs, fresh.probs, atol=1e-6)
+    assert after.track_id.tolist() != [0]  # a new identity, not the video's track
