@@ -109,12 +109,22 @@ SEED = Number(int, 0, 2**32 - 1)  # numpy's and TensorFlow's seeds are 32-bit un
 THREADS = Number(int, 0, 256)  # onnxruntime intra-op threads (0: one per core)
 
 
+def version_text(prog: str) -> str:
+    """``prog``'s ``--version`` line: the command, the project and its version (``runtime.__version__``)."""
+    from runtime import __version__
+
+    return f"{prog} (emocam) {__version__}"
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """An ``argparse`` parser whose errors are one line and whose help shows defaults."""
+    """An ``argparse`` parser whose errors are one line, whose help shows defaults, and which
+    answers ``--version`` (every command of the project has it)."""
 
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("formatter_class", _DefaultsFormatter)
         super().__init__(*args, **kwargs)
+        self.add_argument("--version", action="version", version=version_text(self.prog),
+                          help="print the version and exit")
 
     def error(self, message: str) -> None:  # type: ignore[override]
         """Print one line and exit 2 (argparse prints the whole usage block)."""
@@ -144,6 +154,12 @@ def run_main(main: Callable[[Sequence[str] | None], int | None], prog: str) -> C
         except KeyboardInterrupt:
             sys.stderr.write(f"{prog}: interrupted\n")
             code = EXIT_INTERRUPTED
+        except ModuleNotFoundError as exc:  # an optional extra's module (keras on a base install): which extra
+            message = missing_extra(exc.name)
+            if message is None:
+                raise
+            sys.stderr.write(f"{prog}: error: {message}\n")
+            code = EXIT_USAGE
         except BrokenPipeError:
             _silence_stdout()
             sys.stderr.write(f"{prog}: stopped: the reader of its output went away (broken pipe)\n")
@@ -210,6 +226,23 @@ def guard_std_streams() -> None:
     if hasattr(signal, "SIGXFSZ"):
         with contextlib.suppress(ValueError, OSError):  # not the main thread: leave it
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+#: The optional extras, by the top-level modules they install (see pyproject.toml).
+EXTRAS = {
+    "tensorflow": "train", "keras": "train", "tf2onnx": "train", "onnx": "train", "onnxconverter_common": "train",
+    "matplotlib": "plot", "av": "video",
+}
+
+
+def missing_extra(module: str | None) -> str | None:
+    """The one line for a missing optional ``module`` (which extra to install), or None if it is no extra's."""
+    top = (module or "").split(".")[0]
+    extra = EXTRAS.get(top)
+    if extra is None:
+        return None
+    what = {"train": "training and export need", "plot": "plots need", "video": "H.264 video with sound needs"}[extra]
+    return f"{top} is not installed: {what} the [{extra}] extra: pip install \"emocam[{extra}]\""
 
 
 def _silence_stdout() -> None:

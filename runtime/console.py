@@ -2,7 +2,10 @@
 
 Each command's own module imports OpenCV, numpy or TensorFlow (up to seconds): a Ctrl-C in that
 time would otherwise end in a traceback (numpy even turns it into an ImportError). Here a Ctrl-C
-during the import is noted and honoured once the import is done.
+during the import is noted and honoured once the import is done. A process started with SIGINT
+ignored (``cmd &`` in a script: Ctrl-C at the terminal is meant for the foreground job) keeps
+ignoring it, as Python itself does. A module of an optional extra that is not installed (keras on a
+base install) is one line naming the extra.
 """
 
 from __future__ import annotations
@@ -13,16 +16,27 @@ import sys
 from collections.abc import Callable
 
 EXIT_INTERRUPTED = 130  # as runtime.cli_support.EXIT_INTERRUPTED (not imported: that would defeat the point)
+EXIT_USAGE = 2  # as runtime.errors.EXIT_USAGE: a missing extra is the user's to install
 
 
 def _entry(module: str, prog: str) -> Callable[[], int]:
     def main() -> int:
         received: list[int] = []  # Ctrl-C during the import is noted, not raised inside a half-imported module
-        previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+        ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # started in the background: left ignored
+        previous = None if ignored else signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
         try:
             cli = importlib.import_module(module).cli
+        except ModuleNotFoundError as exc:  # an extra's module imported at the top (keras on a base install)
+            from runtime.cli_support import missing_extra
+
+            message = missing_extra(exc.name)
+            if message is None:
+                raise
+            sys.stderr.write(f"{prog}: error: {message}\n")
+            return EXIT_USAGE
         finally:
-            signal.signal(signal.SIGINT, previous)
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
         if received:
             sys.stderr.write(f"{prog}: interrupted\n")
             return EXIT_INTERRUPTED

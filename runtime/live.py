@@ -1,8 +1,10 @@
 """runtime-live: capture -> Haar -> one batched ONNX call -> emoji on every face.
 
-Live with a window, or headless (``--no-window``) writing an annotated video/image and JSON
-Lines. On exit it prints ONE line of JSON summary to stdout. Ctrl-C, SIGTERM, q and Esc stop
-cleanly: the video is finalised and every JSON line is complete.
+Live with a window, or headless (``--no-window``) writing an annotated video or image (or one
+per input file, ``--output-dir``), JSON Lines, a CSV table and a timeline chart. On exit it prints
+ONE line of JSON summary to stdout. Ctrl-C, SIGTERM, q and Esc stop cleanly: the video is
+finalised and every JSON line is complete. A file of known length shows a progress bar on a
+terminal.
 """
 
 from __future__ import annotations
@@ -12,26 +14,21 @@ import contextlib
 import inspect
 import json
 import os
-import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from runtime.cli_support import THREADS, ArgumentParser, Number, UserError, check_output_path, path_arg, run_main
+from runtime.display import camera_present, display_problem
 from runtime.errors import EXIT_FAILED, EmocamError
 from runtime.outputs import VIDEO_FOURCC, Outputs
 from runtime.sources import DEMO, IMAGE_SUFFIXES, OPEN_TIMEOUT_S, ImageSource
+from runtime.stops import Stop, StopSignals
+from runtime.summary import RunStats, photo_line, print_summary, summary
 
 DEMO_OUTPUT = "runtime-live-demo.jpg"  # where the headless demo writes when no --output is given
 AUTO = "auto"  # --source default: camera 0 with a window if there is both, else the demo
-# Signals that stop the run cleanly (outputs finalised): every catchable one whose default would kill the
-# process: Ctrl-C, kill, a closed terminal or SSH session, Ctrl-\, the user signals, timers, a CPU-time limit.
-STOP_SIGNALS = tuple(getattr(signal, name) for name in (
-    "SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGVTALRM", "SIGPROF", "SIGXCPU",
-) if hasattr(signal, name))
 
 
 def _default(cls: type, name: str) -> object:
@@ -44,6 +41,7 @@ def _parser() -> ArgumentParser:
     from runtime.backends import PROVIDERS
     from runtime.classifier import EmotionClassifier
     from runtime.detector import HaarDetector
+    from runtime.media import CODECS
     from runtime.pipeline import Pipeline
     from runtime.tracker import FaceTracker
 
@@ -63,6 +61,17 @@ def _parser() -> ArgumentParser:
                    help=f"write the annotated video ({', '.join(VIDEO_FOURCC)}) or image (.jpg, .png, ...); "
                         "a partial .mkv or .avi still plays after a SIGKILL, a partial .mp4 does not")
     p.add_argument("--jsonl", type=path_arg, default=None, help="write one JSON line per frame")
+    p.add_argument("--csv", type=path_arg, default=None,
+                   help="write one CSV row per face per frame (frame, time, file, track, box, label, probabilities)")
+    p.add_argument("--timeline", type=path_arg, default=None,
+                   help="draw each face's emotions over time and the share of time per emotion (.png, .svg, .pdf; "
+                        'needs matplotlib: pip install "emocam[plot]")')
+    p.add_argument("--output-dir", type=path_arg, default=None,
+                   help="write one annotated file per input file into this folder (made if missing), named as "
+                        "the input; for a folder of photos or videos")
+    p.add_argument("--video-codec", choices=CODECS, default="auto",
+                   help='video outputs: h264 plays in browsers and keeps the sound (PyAV: pip install "emocam[video]"),'
+                        " mpeg4 is OpenCV's; auto: h264 when PyAV is installed")
     p.add_argument("--max-frames", type=Number(int, 1, 10**12), default=None, help="stop after N frames")
     p.add_argument("--open-timeout", type=Number(float, 0.1, 3600), default=OPEN_TIMEOUT_S,
                    help="seconds a video, stream or pipe may take to open")
@@ -93,102 +102,64 @@ def _parser() -> ArgumentParser:
     return p
 
 
-def _display_problem() -> str | None:
-    """Why OpenCV could not open a window here, or None when it can (as far as can be told).
-
-    On Linux OpenCV's window talks to an X server (Qt's xcb); one it cannot reach makes Qt abort
-    the whole process, so the server is tried first: its Unix socket, or TCP for ``host:N``.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    display = os.environ.get("DISPLAY", "")
-    if not display:
-        return "DISPLAY is not set"
-    host, _, rest = display.rpartition(":")
-    number = rest.split(".")[0]
-    if not number.isdecimal():
-        return f"DISPLAY={display} is not a display name like :0"
-    import socket
-    import struct
-
-    if host in ("", "unix"):
-        targets = [(socket.AF_UNIX, f"/tmp/.X11-unix/X{number}"), (socket.AF_UNIX, f"\0/tmp/.X11-unix/X{number}")]
-    else:
-        targets = [(socket.AF_INET, (host, 6000 + int(number)))]
-    for family, address in targets:
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
-            sock.settimeout(2.0)
-            try:  # the X11 connection set-up: an X server answers 0 (failed), 1 (success) or 2 (authenticate)
-                sock.connect(address)
-                sock.sendall(struct.pack("<cxHHHHxx", b"l", 11, 0, 0, 0))
-                if sock.recv(1)[:1] in (b"\x00", b"\x01", b"\x02"):
-                    return None
-            except OSError:
-                continue
-    return f"no X server answers on DISPLAY={display}"
+FILE_OUTPUTS = ("output", "jsonl", "csv", "timeline")  # the flags that name one output file each
 
 
-def _camera_present(index: int = 0) -> bool:
-    import cv2
-
-    cap = cv2.VideoCapture(index)
-    try:
-        return cap.isOpened()
-    finally:
-        cap.release()
-
-
-class _Stop(BaseException):  # not an Exception: no "except Exception" on the way may swallow it
-    """Raised by the signal handler to leave the frame loop cleanly."""
-
-
-class _StopSignals:
-    """SIGINT and SIGTERM handler: leave the frame loop, but never inside a critical section.
-
-    While ``hold`` is set (writing one frame's video frame and JSON line, or finalising the
-    outputs) a signal is only recorded, so the video and the JSON Lines never disagree by a
-    frame; :meth:`release` raises it once the section is done. The exception: a write to a pipe
-    whose reader has stopped reading would never end, so a signal then stops the run at once
-    (a line up to the pipe's atomic size, 4 KiB, is never torn: the write had not begun).
-    """
-
-    def __init__(self) -> None:
-        self.hold = False
-        self.received: str | None = None
-        self.blocked: Callable[[], bool] = lambda: False  # True while a write may wait on a stalled reader
-
-    def __call__(self, signum: int, frame: object) -> None:
-        self.received = signal.Signals(signum).name
-        if not self.hold or self.blocked():
-            raise _Stop()
-
-    def release(self) -> None:
-        self.hold = False
-        if self.received is not None:
-            raise _Stop()
+def _file_outputs(args: argparse.Namespace) -> list[tuple[str, Path]]:
+    """Each output file of the run, with its flag: ``[("--output", path), ...]``."""
+    return [(f"--{name}", getattr(args, name)) for name in FILE_OUTPUTS if getattr(args, name) is not None]
 
 
 def _check_paths(args: argparse.Namespace, source_files: Sequence[Path]) -> None:
-    """Refuse outputs that are the same file as each other or as any file the run reads."""
+    """Refuse outputs that are the same file as each other or as any file the run reads (for
+    ``--output-dir``: any file it would write, one per input file)."""
     from runtime.files import display, same_file
+    from runtime.media import per_file_outputs
 
-    if args.output is not None and args.jsonl is not None and same_file(args.output, args.jsonl):
-        raise UserError("--output and --jsonl name the same file: give them different paths")
-    for path, flag in ((args.output, "--output"), (args.jsonl, "--jsonl")):
-        if path is None:
+    outputs = _file_outputs(args)
+    for i, (flag, path) in enumerate(outputs):
+        for other_flag, other in outputs[i + 1:]:
+            if same_file(path, other):
+                raise UserError(f"{flag} and {other_flag} name the same file: give them different paths")
+    if args.output_dir is not None:
+        planned = per_file_outputs(args.output_dir, source_files)
+        outputs += [("--output-dir", path) for path in planned]
+        names = {os.path.realpath(path) for path in planned}
+        for flag, path in _file_outputs(args):
+            if os.path.realpath(path) in names:
+                raise UserError(f"{flag} {display(path)} is also a file of --output-dir: give another path")
+    inputs: dict = {}  # each input file by its resolved path and by its inode (hard links): one stat each
+    for path in source_files:
+        inputs[os.path.realpath(path)] = path
+        with contextlib.suppress(OSError):
+            st = os.stat(path)
+            inputs[(st.st_dev, st.st_ino)] = path
+    for flag, path in outputs:
+        source = inputs.get(os.path.realpath(path))
+        if source is None and inputs:
+            with contextlib.suppress(OSError):
+                st = os.stat(path)
+                source = inputs.get((st.st_dev, st.st_ino))
+        if source is None:
             continue
-        for source in source_files:
-            if same_file(path, source):
-                raise UserError(f"{flag} {display(path)} is the input file {display(source)}: writing it would "
-                                "destroy the input; give another path")
+        if flag == "--output-dir":
+            raise UserError(f"--output-dir {display(args.output_dir)} would write {display(path.name)} over the "
+                            f"input file {display(source)}: give another folder")
+        raise UserError(f"{flag} {display(path)} is the input file {display(source)}: writing it would destroy the "
+                        "input; give another path")
 
 
 def _validate(args: argparse.Namespace) -> None:
-    """Checks that need no OpenCV: paths and suffixes (numbers are bounded by the parser)."""
+    """Checks that need no OpenCV: paths, suffixes and extras (numbers are bounded by the parser)."""
+    from runtime.cli_support import missing_extra
     from runtime.files import is_stream
+    from runtime.media import video_codec
+    from runtime.timeline import SUFFIXES, plot_available
 
     if not args.source.strip():
         raise UserError("--source is empty: give a camera index, a video, an image, a folder, a URL or 'demo'")
+    if args.output is not None and args.output_dir is not None:
+        raise UserError("--output and --output-dir both name where the annotated result goes: give one of them")
     if args.output is not None:
         suffix = args.output.suffix.lower()
         if suffix not in VIDEO_FOURCC.keys() | IMAGE_SUFFIXES:
@@ -196,19 +167,51 @@ def _validate(args: argparse.Namespace) -> None:
                             "(.jpg, .png) suffix")
         if suffix in VIDEO_FOURCC and is_stream(args.output):
             raise UserError(f"--output {args.output} is not a regular file: a video needs a seekable file")
+        if suffix in VIDEO_FOURCC:
+            video_codec(suffix, args.video_codec)  # H.264 asked for without PyAV, or in .avi: one line
+    if args.video_codec == "h264":
+        video_codec(".mp4", "h264")
+    if args.timeline is not None:
+        if args.timeline.suffix.lower() not in SUFFIXES:
+            raise UserError(f"--timeline {args.timeline}: use a {', '.join(SUFFIXES)} suffix")
+        if not plot_available():
+            raise UserError(f"--timeline: {missing_extra('matplotlib')}")
+    if args.output_dir is not None and (is_stream(args.output_dir) or (args.output_dir.exists()
+                                                                        and not args.output_dir.is_dir())):
+        raise UserError(f"--output-dir {args.output_dir} is not a folder: give a folder (it is made if missing)")
     _check_paths(args, [])
-    for path, what in ((args.output, "--output"), (args.jsonl, "--jsonl")):
-        if path is not None and not is_stream(path):
+    for what, path in _file_outputs(args):
+        if not is_stream(path):
             check_output_path(path, what)
+
+
+def _check_source(args: argparse.Namespace, source) -> None:
+    """Outputs that do not fit the source that opened: one file for many videos, a folder for a camera."""
+    videos = getattr(source, "videos", [])
+    if args.output is not None and videos:
+        raise UserError(f"--output keeps one file, and {source.description} has {len(videos)} videos: "
+                        "use --output-dir DIR (one result per file)")
+    if args.timeline is not None and len(videos) > 1:
+        raise UserError("--timeline draws one video, and the folder has several: give one video, or use --csv "
+                        "(one row per face, with its file)")
+    if args.output_dir is not None:
+        if source.live or not source.paths:
+            raise UserError("--output-dir writes one result per input file: for a camera or a stream use --output")
+        try:
+            args.output_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"--output-dir {args.output_dir} cannot be made ({exc.strerror}): choose another "
+                            "folder") from None
+        check_output_path(args.output_dir / "probe", "--output-dir")
 
 
 def _choose_source(args: argparse.Namespace) -> str:
     """The source to open (resolving ``auto``), adjusting ``--no-window`` and ``--output`` for the demo."""
-    problem = _display_problem()
+    problem = display_problem()
     display = problem is None
     source_name = args.source
     if source_name == AUTO:
-        source_name = "0" if (not args.no_window and display and _camera_present(0)) else DEMO
+        source_name = "0" if (not args.no_window and display and camera_present(0)) else DEMO
         if source_name == DEMO:
             args.no_window = True
             print("runtime-live: no camera with a display here: annotating the built-in demo image", file=sys.stderr)
@@ -240,52 +243,53 @@ def _build_pipeline(args: argparse.Namespace):  # -> Pipeline, imported late to 
     )
 
 
-class _Run:
-    """What the frame loop counts, for the summary."""
-
-    def __init__(self) -> None:
-        self.frame_ms: list[float] = []
-        self.faces = 0
-        self.frames_with_faces = 0
-        self.stopped_by = "end of source"
-        self.t_start = time.perf_counter()
-
-
-def _loop(args: argparse.Namespace, source, pipe, outputs: Outputs, stops: _StopSignals, run: _Run) -> None:
+def _loop(args: argparse.Namespace, source, pipe, outputs: Outputs, stops: StopSignals, run: RunStats) -> None:
     """Process frames until the source ends, a key, ``--max-frames`` or a stop signal."""
     import cv2
 
+    from runtime.progress import Progress
+
     window = "runtime-live (q or Esc quits)"
     stills = isinstance(source, ImageSource)  # unrelated images: no tracking across them
-    for frame in source:
-        t0 = time.perf_counter()
-        if stills:
-            pipe.reset()
-        annotated, faces = pipe(frame.image)
-        run.frame_ms.append((time.perf_counter() - t0) * 1000)
-        run.faces += len(faces)
-        run.frames_with_faces += bool(len(faces))
-        record = {"frame": frame.index, "timestamp_s": round(frame.timestamp_s, 4), "faces": faces.to_records()}
-        if frame.name:
-            record["file"] = frame.name
-        stops.hold = True  # a frame's video frame and its JSON line are written together or not at all
-        outputs.write(annotated, record)
-        stops.release()
-        if not args.no_window:
-            fps = len(run.frame_ms) / max(1e-9, time.perf_counter() - run.t_start)
-            shown = annotated.copy()
-            cv2.putText(shown, f"{fps:.1f} fps", (10, 28), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 255, 0), 2, cv2.LINE_AA)
-            try:
-                cv2.imshow(window, shown)
-                key = cv2.waitKey(0 if not source.live and source.fps == 0 else 1)  # images: until a key
-            except cv2.error:
-                raise UserError("this OpenCV cannot open windows (headless build): pass --no-window") from None
-            if key & 0xFF in (ord("q"), 27):
-                run.stopped_by = "key"
+    total = source.length if args.max_frames is None else min(source.length or args.max_frames, args.max_frames)
+    progress = Progress(None if source.live else total)
+    last_file = None
+    try:
+        for frame in source:
+            t0 = time.perf_counter()
+            if stills or frame.path != last_file:  # a new file (of a folder): nothing carries over from the last
+                pipe.reset()
+                last_file = frame.path
+            annotated, faces = pipe(frame.image)
+            run.frame_ms.append((time.perf_counter() - t0) * 1000)
+            run.faces += len(faces)
+            run.frames_with_faces += bool(len(faces))
+            record = {"frame": frame.index, "timestamp_s": round(frame.timestamp_s, 4), "faces": faces.to_records()}
+            if frame.name:
+                record["file"] = frame.name
+            run.last_record = record
+            stops.hold = True  # a frame's video frame and its JSON line are written together or not at all
+            outputs.write(annotated, record, frame)
+            stops.release()
+            progress.update(len(run.frame_ms))
+            if not args.no_window:
+                fps = len(run.frame_ms) / max(1e-9, time.perf_counter() - run.t_start)
+                shown = annotated.copy()
+                cv2.putText(shown, f"{fps:.1f} fps", (10, 28), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 255, 0), 2,
+                            cv2.LINE_AA)
+                try:
+                    cv2.imshow(window, shown)
+                    key = cv2.waitKey(0 if not source.live and source.fps == 0 else 1)  # images: until a key
+                except cv2.error:
+                    raise UserError("this OpenCV cannot open windows (headless build): pass --no-window") from None
+                if key & 0xFF in (ord("q"), 27):
+                    run.stopped_by = "key"
+                    return
+            if args.max_frames is not None and len(run.frame_ms) >= args.max_frames:
+                run.stopped_by = "max frames"
                 return
-        if args.max_frames is not None and len(run.frame_ms) >= args.max_frames:
-            run.stopped_by = "max frames"
-            return
+    finally:
+        progress.finish()
 
 
 def _quiet_opencv() -> None:
@@ -307,6 +311,7 @@ def _open_source(args: argparse.Namespace, source_name: str):  # -> FrameSource
         raise UserError(f"{exc} with --open-timeout") from None
     try:
         _check_paths(args, source.paths)
+        _check_source(args, source)
     except UserError:
         source.close()
         raise
@@ -321,7 +326,18 @@ def _model_files(args: argparse.Namespace, pipe) -> list[Path]:
     return [pipe.classifier.path, *(Path(emoji_dir) / f"{label}.png" for label in pipe.classifier.labels)]
 
 
-def _process(args: argparse.Namespace, source, pipe) -> tuple[_Run, list[Path]]:
+def _outputs(args: argparse.Namespace, source, labels: tuple[str, ...]) -> Outputs:
+    """The run's outputs, for this source (its frame rate, its sound, what its time stamps are)."""
+    from runtime.media import plain_file
+    from runtime.sources import VideoSource
+
+    audio = plain_file(source.paths[0]) if isinstance(source, VideoSource) and source.paths else None
+    return Outputs(args.output, args.jsonl, source.fps, csv=args.csv, timeline=args.timeline, labels=labels,
+                   output_dir=args.output_dir, codec=args.video_codec, audio_from=audio,
+                   x_label="photo" if isinstance(source, ImageSource) else "time (s)")
+
+
+def _process(args: argparse.Namespace, source, pipe) -> tuple[RunStats, list[Path]]:
     """The frame loop under the stop signals; then the outputs are finalised, or dropped after a failure.
 
     Returns:
@@ -333,20 +349,19 @@ def _process(args: argparse.Namespace, source, pipe) -> tuple[_Run, list[Path]]:
     """
     import cv2
 
-    run, stops = _Run(), _StopSignals()
-    previous = {sig: signal.signal(sig, stops) for sig in STOP_SIGNALS}
+    run, stops = RunStats(), StopSignals()
+    stops.install()
     outputs = None
     failure: Exception | None = None
     keep = False  # finalise the outputs (the run ended or was stopped) or drop them (it failed)
     try:
-        outputs = Outputs(args.output, args.jsonl, source.fps)
-        jsonl = outputs.jsonl
-        stops.blocked = lambda: jsonl is not None and jsonl.waiting_on_reader
+        outputs = _outputs(args, source, tuple(pipe.classifier.labels))
+        stops.blocked = lambda: outputs.waiting_on_reader
         _loop(args, source, pipe, outputs, stops, run)
         keep = True
     except KeyboardInterrupt:
         run.stopped_by, keep = "SIGINT", True
-    except _Stop:
+    except Stop:
         run.stopped_by, keep = stops.received or "SIGTERM", True
     except BrokenPipeError as exc:  # the reader of a streamed output went away: keep what is whole
         failure, keep = exc, True
@@ -370,8 +385,7 @@ def _process(args: argparse.Namespace, source, pipe) -> tuple[_Run, list[Path]]:
         if not args.no_window:
             with contextlib.suppress(cv2.error):  # a headless OpenCV raises here too
                 cv2.destroyAllWindows()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        stops.restore()
     if failure is not None:  # an EmocamError carries its exit code (1 for a failed write)
         raise failure
     return run, outputs.written
@@ -379,7 +393,6 @@ def _process(args: argparse.Namespace, source, pipe) -> tuple[_Run, list[Path]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """runtime-live: facial emotion to emoji, live or headless."""
-    from runtime.files import display
 
     args = _parser().parse_args(argv)
     _validate(args)
@@ -392,49 +405,26 @@ def main(argv: Sequence[str] | None = None) -> int:
           file=sys.stderr)
     run, written = _process(args, source, pipe)
     if not run.frame_ms and getattr(source, "skipped", None):
-        raise UserError(f"{source.description}: no file decoded as an image (skipped {len(source.skipped)})")
-    for path in written:
-        print(f"runtime-live: wrote {display(path.resolve() if path.exists() else path)}", file=sys.stderr)
-    _print_summary(json.dumps(_summary(args, source, pipe, run)))
+        raise UserError(f"{source.description}: no file decoded (skipped {len(source.skipped)})")
+    one_photo = isinstance(source, ImageSource) and source.length == 1
+    _report(args, source, run, written, one_photo)
+    print_summary(json.dumps(summary(args, source, pipe, run, written, one_photo)))
     return 0
 
 
-def _print_summary(line: str, wait_s: float = 5.0) -> None:
-    """Print the summary line; to a pipe whose reader has stopped reading, give up after ``wait_s``
-    (the outputs are already finalised: a stalled reader must not hold the process forever)."""
-    import select
-    import stat
+def _report(args: argparse.Namespace, source, run: RunStats, written: list[Path], one_photo: bool) -> None:
+    """The lines for a person on stderr: what was written, and for one photo its faces."""
+    from runtime.files import display
 
-    sys.stdout.flush()
-    try:
-        fd = sys.stdout.fileno()
-        piped = stat.S_ISFIFO(os.fstat(fd).st_mode) or stat.S_ISSOCK(os.fstat(fd).st_mode)
-    except (OSError, ValueError, AttributeError):  # no real descriptor (a test's capture): print as usual
-        piped = False
-    if piped and not select.select([], [fd], [], wait_s)[1]:
-        print("runtime-live: the summary was not printed: the reader of stdout is not reading", file=sys.stderr)
-        return
-    print(line, flush=True)
-
-
-def _summary(args: argparse.Namespace, source, pipe, run: _Run) -> dict:
-    wall = time.perf_counter() - run.t_start
-    ms = np.asarray(run.frame_ms or [0.0])
-    return {
-        "frames": len(run.frame_ms),
-        "faces": run.faces,
-        "frames_with_faces": run.frames_with_faces,
-        "wall_s": round(wall, 3),
-        "fps": round(len(run.frame_ms) / wall, 2) if wall > 0 else 0.0,
-        "p50_ms": round(float(np.percentile(ms, 50)), 3),
-        "p99_ms": round(float(np.percentile(ms, 99)), 3),
-        "provider": pipe.classifier.provider,
-        "source": source.description,
-        "dropped": source.dropped,
-        "stopped_by": run.stopped_by,
-        "output": str(args.output) if args.output else None,
-        "jsonl": str(args.jsonl) if args.jsonl else None,
-    }
+    in_folder = [p for p in written if args.output_dir is not None and p.parent == args.output_dir]
+    for path in written:
+        if path not in in_folder:
+            print(f"runtime-live: wrote {display(path.resolve() if path.exists() else path)}", file=sys.stderr)
+    if args.output_dir is not None:
+        print(f"runtime-live: wrote {len(in_folder)} files to {display(args.output_dir.resolve())}", file=sys.stderr)
+    if one_photo and run.last_record is not None:
+        print(f"runtime-live: {photo_line(run.last_record.get('file', 'photo'), run.last_record['faces'])}",
+              file=sys.stderr)
 
 
 cli = run_main(main, "runtime-live")

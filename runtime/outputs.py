@@ -17,8 +17,6 @@ What ``SIGKILL`` leaves: the destination untouched, and the partial temporary fi
 from __future__ import annotations
 
 import contextlib
-import errno
-import json
 import os
 import resource
 from pathlib import Path
@@ -26,107 +24,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from runtime.cli_support import os_error_text
-from runtime.errors import EXIT_USAGE, OutputError
-from runtime.files import TempFile, display, failure_cause, is_stream, open_stream, opencv_path, write_all
+from runtime.errors import OutputError
+from runtime.files import TempFile, display, failure_cause, is_stream, opencv_path
 from runtime.image import ImageError, encode_image
+from runtime.lines import JsonlWriter, LineWriter, write_bytes
+
+__all__ = ["JsonlWriter", "LineWriter", "write_bytes", "ImageWriter", "VideoWriter", "Outputs"]
 
 VIDEO_FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}  # container -> codec
 MPEG4_MAX_SIDE = 8191  # MPEG-4 Part 2 codes frame sides in 13 bits; FFmpeg also refuses 1-pixel sides
 CHECK_EVERY = 16  # video frames between checks that the temporary file is still there, with room to grow
-
-
-def _open_stream_output(path: Path) -> int:
-    """:func:`runtime.files.open_stream`, with its failures as one-line errors (a pipe with no reader)."""
-    try:
-        return open_stream(path)
-    except OSError as exc:
-        if exc.errno == errno.ENXIO:
-            raise OutputError(f"cannot write {display(path)}: the pipe has no reader; start the reader first",
-                              EXIT_USAGE) from None
-        raise OutputError(f"cannot write {display(path)}: {os_error_text(exc)}") from None
-
-
-class JsonlWriter:
-    """One JSON line per record, each line written whole or not at all.
-
-    Strict JSON: a NaN or infinite number is an error, never a bare ``NaN`` (callers write null).
-
-    Args:
-        path: Destination file (renamed into place by :meth:`close`), or a stream to write to.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.lines = 0
-        self._tmp: TempFile | None = None
-        self._fd: int | None = None
-        self.stream = is_stream(path)  # a pipe or device: written to directly, not renamed onto
-        self.waiting_on_reader = False  # inside a write to a stream (a stop signal may end it: see runtime.live)
-
-    def write(self, record: dict) -> None:
-        """Append one record.
-
-        Raises:
-            OutputError: The line could not be written; the file ends after the last whole line.
-            BrokenPipeError: The reader of a streamed output went away.
-        """
-        data = (json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n").encode("utf-8")
-        if self._fd is None:
-            self.open()
-        start = None if self.stream else os.lseek(self._fd, 0, os.SEEK_CUR)
-        self.waiting_on_reader = self.stream  # a pipe's reader may stop reading: this write may block for good
-        try:
-            write_all(self._fd, data)
-        except BrokenPipeError:
-            raise
-        except OSError as exc:
-            if start is not None:  # cut the torn line off: the file ends after the last whole one
-                with contextlib.suppress(OSError):
-                    os.ftruncate(self._fd, start)
-                    os.lseek(self._fd, start, os.SEEK_SET)
-            raise OutputError(f"could not write {display(self.path)}: {failure_cause(self.path, exc)}") from None
-        finally:
-            self.waiting_on_reader = False
-        self.lines += 1
-
-    def open(self) -> None:
-        """Open the file now (the first :meth:`write` does otherwise): a pipe with no reader is an
-        error at once, never a wait that no signal can end.
-
-        Raises:
-            OutputError: It cannot be opened (no reader on a pipe, no permission, no space).
-        """
-        if self._fd is not None:
-            return
-        if self.stream:
-            self._fd = _open_stream_output(self.path)
-        else:
-            self._tmp = TempFile(self.path)
-            self._fd = self._tmp.fd
-
-    def close(self) -> bool:
-        """Finalise: rename the file into place. True when a file was written (a first line came).
-
-        Raises:
-            OutputError: It could not be finalised; the destination is as it was.
-        """
-        if self._tmp is not None:
-            tmp, self._tmp, self._fd = self._tmp, None, None
-            tmp.commit()
-            return True
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
-            self._fd = None
-            return True
-        return False
-
-    def discard(self) -> None:
-        """Drop what was written (after a failure): the destination stays as it was."""
-        if self._tmp is not None:
-            self._tmp.discard()
-            self._tmp = self._fd = None
 
 
 class ImageWriter:
@@ -151,26 +58,28 @@ class ImageWriter:
             data = encode_image(self.last, self.path.suffix.lower())
         except ImageError as exc:
             raise OutputError(f"cannot write {display(self.path)}: {exc}") from None
-        if is_stream(self.path):
-            fd = _open_stream_output(self.path)
-            try:
-                write_all(fd, data)
-            except OSError as exc:
-                raise OutputError(f"could not write {display(self.path)}: {os_error_text(exc)}") from None
-            finally:
-                os.close(fd)
-            return True
-        tmp = TempFile(self.path)
-        try:
-            write_all(tmp.fd, data)
-        except OSError as exc:
-            tmp.discard()
-            raise OutputError(f"could not write {display(self.path)}: {failure_cause(self.path, exc)}") from None
-        tmp.commit()
+        write_bytes(self.path, data)
         return True
 
     def discard(self) -> None:
         self.last = None
+
+
+def space_problem(tmp: Path, dest: Path) -> str | None:
+    """Why the growing temporary video ``tmp`` of ``dest`` cannot go on (it vanished, the disk is full,
+    the file-size limit is reached), or None. Video writers report none of these themselves."""
+    try:
+        size = os.stat(tmp).st_size
+    except OSError as exc:
+        return failure_cause(dest, exc)
+    full = False
+    with contextlib.suppress(OSError):
+        st = os.statvfs(tmp.parent)
+        full = st.f_bavail * st.f_frsize == 0
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if full or (limit != resource.RLIM_INFINITY and size >= limit):
+        return failure_cause(dest)
+    return None
 
 
 def video_size_problem(suffix: str, size_wh: tuple[int, int]) -> str | None:
@@ -246,21 +155,10 @@ class VideoWriter:
     def _check(self) -> None:
         """Fail early when the file vanished, the disk is full or the file-size limit is reached
         (the writer itself would go on silently, and the run would end with an unplayable file)."""
-        try:
-            size = os.stat(self._tmp.path).st_size
-        except OSError as exc:
-            cause = failure_cause(self.path, exc)  # before the partial file is removed (it fills the disk)
+        problem = space_problem(self._tmp.path, self.path)
+        if problem:
             self._abandon()
-            raise OutputError(f"could not write {display(self.path)}: {cause}") from None
-        full = False
-        with contextlib.suppress(OSError):
-            st = os.statvfs(self._tmp.path.parent)
-            full = st.f_bavail * st.f_frsize == 0
-        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-        if full or (limit != resource.RLIM_INFINITY and size >= limit):
-            cause = failure_cause(self.path)  # before the partial file is removed (it fills the disk)
-            self._abandon()
-            raise OutputError(f"could not write {display(self.path)}: {cause}")
+            raise OutputError(f"could not write {display(self.path)}: {problem}")
 
     def _readable_frames(self) -> int:
         """Frames the finished file holds by its own index (0 when it does not open), once its
@@ -328,43 +226,81 @@ class VideoWriter:
 
 
 class Outputs:
-    """The annotated video or image and the JSON Lines file of a run.
+    """Every output of a run: the annotated video or image (or one per input file), the JSON Lines,
+    the CSV table and the timeline chart.
 
     Each is written to a temporary file and renamed into place by :meth:`close` (see
     :mod:`runtime.outputs`); :meth:`discard` drops them all after a failure, leaving every
-    destination as it was.
+    destination as it was (files of an output folder already finished stay: they are whole).
+
+    Args:
+        output: The annotated video or image (None: none).
+        jsonl: The JSON Lines file (None: none).
+        fps: The source's frame rate, for a video output.
+        csv: The CSV table (:mod:`runtime.tables`).
+        timeline: The chart (:mod:`runtime.timeline`).
+        labels: The model's class names (the CSV's and the chart's columns).
+        output_dir: A folder for one annotated file per input file (:class:`runtime.media.PerFileMedia`).
+        codec: ``auto``, ``h264`` or ``mpeg4`` for video outputs (:func:`runtime.media.video_codec`).
+        audio_from: The source video whose sound goes into an H.264 ``output``.
+        x_label: The chart's time axis (``time (s)``, or ``photo`` for photos).
     """
 
-    def __init__(self, output: Path | None, jsonl: Path | None, fps: float) -> None:
-        self.media = None
-        if output is not None:
-            image = output.suffix.lower() not in VIDEO_FOURCC
-            self.media = ImageWriter(output) if image else VideoWriter(output, fps)
+    def __init__(self, output: Path | None, jsonl: Path | None, fps: float, *, csv: Path | None = None,
+                 timeline: Path | None = None, labels: tuple[str, ...] = (), output_dir: Path | None = None,
+                 codec: str = "auto", audio_from: Path | None = None, x_label: str = "time (s)") -> None:
+        from runtime.media import PerFileMedia, media_writer
+        from runtime.tables import CsvWriter
+        from runtime.timeline import Timeline
+
+        self.media = media_writer(output, fps, codec, audio_from) if output is not None else None
+        self.per_file = PerFileMedia(output_dir, codec) if output_dir is not None else None
         self.jsonl = JsonlWriter(jsonl) if jsonl is not None else None
-        if self.jsonl is not None and self.jsonl.stream:
-            self.jsonl.open()  # a pipe with no reader fails now, not in the middle of the loop
+        self.csv = CsvWriter(csv, labels) if csv is not None else None
+        self.timeline = Timeline(timeline, labels, x_label) if timeline is not None else None
+        for lines in (self.jsonl, self.csv):
+            if lines is not None and lines.stream:
+                lines.open()  # a pipe with no reader fails now, not in the middle of the loop
         self.written: list[Path] = []  # finalised, checked files
 
-    def write(self, frame: np.ndarray, record: dict) -> None:
-        """One frame's JSON line and annotated frame (raises OutputError, BrokenPipeError)."""
-        if self.jsonl is not None:
-            self.jsonl.write(record)
+    @property
+    def _writers(self) -> list:
+        return [w for w in (self.jsonl, self.csv, self.media, self.per_file, self.timeline) if w is not None]
+
+    @property
+    def waiting_on_reader(self) -> bool:
+        """True while a write to a stream may be waiting on a reader that stopped reading."""
+        return any(w is not None and w.waiting_on_reader for w in (self.jsonl, self.csv))
+
+    def write(self, image: np.ndarray, record: dict, frame=None) -> None:
+        """One frame's JSON line, CSV rows, chart data and annotated image (raises OutputError, BrokenPipeError).
+
+        Args:
+            image: The annotated frame.
+            record: The frame's record (as written to the JSON Lines).
+            frame: The :class:`runtime.sources.Frame` (its file, for an output folder).
+        """
+        for lines in (self.jsonl, self.csv, self.timeline):
+            if lines is not None:
+                lines.write(record)
         if self.media is not None:
-            self.media.write(frame)
+            self.media.write(image)
+        if self.per_file is not None:
+            self.per_file.write(image, frame)
 
     def close(self) -> None:
         """Finalise every output; the first failure discards the rest and is raised."""
-        for writer in (self.jsonl, self.media):
-            if writer is None:
-                continue
+        for writer in self._writers:
             try:
-                if writer.close():
+                if writer is self.per_file:
+                    writer.close()
+                    self.written.extend(writer.written)
+                elif writer.close():
                     self.written.append(writer.path)
             except Exception:
                 self.discard()
                 raise
 
     def discard(self) -> None:
-        for writer in (self.jsonl, self.media):
-            if writer is not None:
-                writer.discard()
+        for writer in self._writers:
+            writer.discard()

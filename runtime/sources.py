@@ -40,13 +40,17 @@ class Frame:
         index: Position in the source, from 0.
         timestamp_s: Seconds from the start (media time for files, wall time for live sources).
         image: The pixels as decoded (BGR, grayscale or BGRA uint8).
-        name: The file a frame of an image folder came from, else "".
+        name: The file a frame of a folder came from (a photo, or a video), else "".
+        path: The file it was read from (None for a camera or a stream).
+        fps: That file's nominal frame rate (0 for a photo or when unknown).
     """
 
     index: int
     timestamp_s: float
     image: np.ndarray
     name: str = ""
+    path: Path | None = None
+    fps: float = 0.0
 
 
 class FrameSource:
@@ -57,6 +61,7 @@ class FrameSource:
     fps: float = 0.0  # nominal frame rate (0 if unknown)
     dropped: int = 0  # stale live frames dropped
     description: str = ""
+    length: int | None = None  # frames it will give, when known (files); None for live sources
 
     def __iter__(self) -> Iterator[Frame]:
         raise NotImplementedError
@@ -83,6 +88,7 @@ class ImageSource(FrameSource):
         self.paths = paths
         self.description = description
         self.skipped: list[str] = []
+        self.length = len(paths)
 
     def __iter__(self) -> Iterator[Frame]:
         index = 0
@@ -93,7 +99,7 @@ class ImageSource(FrameSource):
                 self.skipped.append(display(path.name))
                 print(f"warning: skipped {display(path)}: it {exc}", file=sys.stderr)
                 continue
-            yield Frame(index, float(index), img, display(path.name))
+            yield Frame(index, float(index), img, display(path.name), path)
             index += 1
 
 
@@ -112,6 +118,9 @@ class VideoSource(FrameSource):
         self.paths = [path] if path is not None else []  # the file read (outputs must never be it)
         self.description = description
         self.fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self.length = count if count > 0 else None  # from the container's index: none for a pipe
+        self.name = ""  # set for a video of a folder: its frames carry the file's name
         self._first = first
         self._queue: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=self.AHEAD)
         self._stop = threading.Event()
@@ -138,10 +147,11 @@ class VideoSource(FrameSource):
         first, self._first = self._first, None
         self._thread = threading.Thread(target=self._reader, name=f"{NATIVE_THREAD_PREFIX}decode", daemon=True)
         self._thread.start()
-        yield Frame(0, 0.0, first)
+        path = self.paths[0] if self.paths else None
+        yield Frame(0, 0.0, first, self.name, path, self.fps)
         index = 1
         while (frame := self._queue.get()) is not None:  # a plain wait: a signal interrupts it
-            yield Frame(index, index * period, frame)
+            yield Frame(index, index * period, frame, self.name, path, self.fps)
             index += 1
 
     def close(self) -> None:
@@ -338,13 +348,9 @@ def open_source(source: str, reconnect: int = 0, open_timeout_s: float = OPEN_TI
     path = Path(source)
     name = display(path)
     if path.is_dir():
-        try:
-            files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        except OSError as exc:
-            raise SourceError(f"folder {name} cannot be listed ({exc.strerror}): check its permissions") from None
-        if not files:
-            raise SourceError(f"folder {name} has no images ({', '.join(sorted(IMAGE_SUFFIXES))}): give another folder")
-        return ImageSource(files, f"folder {name} ({len(files)} images)")
+        from runtime.folders import open_folder
+
+        return open_folder(path)
     if not path.exists():
         raise SourceError(f"source {name} does not exist: give a camera index, a video, an image, a folder or 'demo'")
     if not os.access(path, os.R_OK):

@@ -39,5 +39,6 @@ def frames_in(path: Path | bytes) -> int:
 def shell(script: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
     """Run a bash script with ``runtime-live`` meaning this interpreter's ``python -m runtime``."""
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-    prelude = f'runtime-live() {{ "{sys.executable}" -m runtime "$@"; }}\n'
+    # exported: the scripts run it in child shells too (unshare -m bash -c ...), whatever PATH holds
+    prelude = f'runtime-live() {{ "{sys.executable}" -m runtime "$@"; }}\nexport -f runtime-live\n'
     return subprocess.run(["bash", "-c", prelude + script], capture_output=True, cwd=cwd, env=env, timeout=timeout)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from runtime.contract import FER2013_LABELS
-from tests.conftest import ROOT, assert_user_error, run_cli
+from tests.conftest import ROOT, assert_user_error, run_cli, sigint_default
 
 VIDEO_FRAMES = 472
 SUMMARY_KEYS = {"frames", "faces", "wall_s", "fps", "p50_ms", "p99_ms", "provider"}
@@ -261,7 +261,8 @@ def test_signal_stops_cleanly(sig: signal.Signals, video_path: Path, tmp_path: P
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "runtime", "--source", str(video_path), "--no-window", "--output", str(video),
-         "--jsonl", str(jsonl)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+         "--jsonl", str(jsonl)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env,
+        preexec_fn=sigint_default)
     try:
         deadline = time.monotonic() + 90
         while not ((tmp := partial(tmp_path, jsonl.name)) and tmp.read_text().count("\n") >= 8):
@@ -328,7 +329,7 @@ def test_window_on_a_virtual_display(xvfb_display: str, video_path: Path):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_between_json_line_and_video_frame_keeps_them_in_step(
         sig: signal.Signals, video_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture):
+        capsys: pytest.CaptureFixture, request: pytest.FixtureRequest):
     """A signal that arrives just after a frame's JSON line is written, before its video frame."""
     from runtime import live, outputs
 
@@ -341,6 +342,8 @@ def test_a_signal_between_json_line_and_video_frame_keeps_them_in_step(
             os.kill(os.getpid(), sig)  # its handler runs before this method returns
 
     monkeypatch.setattr(outputs.JsonlWriter, "write", write)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a foreground pytest
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, before))
     code = live.main(["--source", str(video_path), "--no-window", "--max-frames", "20", "--output", str(video),
                       "--jsonl", str(jsonl)])
     assert code == 0

@@ -21,7 +21,7 @@ import pytest
 
 from runtime.contract import FER2013_LABELS
 from runtime.faces import Faces
-from tests.conftest import ROOT, assert_user_error, run_cli
+from tests.conftest import ROOT, assert_user_error, run_cli, sigint_default
 from tests.runtime.support import RUNTIME, digest, frames_in, listing, shell
 
 
@@ -77,7 +77,8 @@ def test_a_failed_run_keeps_the_earlier_results(tmp_path: Path):
     (tmp_path / "out.jsonl").write_text('{"frame": 0}\n')
     before = {p.name: digest(p) for p in tmp_path.iterdir()}
     proc = run_cli("runtime", "--source", str(tmp_path / "dot.png"), "--no-window", "--output",
-                   str(tmp_path / "out.mp4"), "--jsonl", str(tmp_path / "out.jsonl"), cwd=tmp_path)
+                   str(tmp_path / "out.mp4"), "--jsonl", str(tmp_path / "out.jsonl"), "--video-codec", "mpeg4",
+                   cwd=tmp_path)
     assert_user_error(proc, 1, "1x1", "too small", ".avi")
     assert "wrote" not in proc.stderr
     assert {p.name: digest(p) for p in tmp_path.iterdir()} == before
@@ -87,7 +88,7 @@ def test_a_failed_run_keeps_the_earlier_results(tmp_path: Path):
 def test_an_oversized_frame_names_the_real_cause(tmp_path: Path):
     cv2.imwrite(str(tmp_path / "wide.png"), np.full((60, 9000, 3), 120, np.uint8))
     proc = run_cli("runtime", "--source", str(tmp_path / "wide.png"), "--no-window", "--output",
-                   str(tmp_path / "out.mp4"), cwd=tmp_path)
+                   str(tmp_path / "out.mp4"), "--video-codec", "mpeg4", cwd=tmp_path)  # H.264 takes both sizes
     assert_user_error(proc, 1, "9000x60", "too large", ".avi")
     assert listing(tmp_path) == ["wide.png"]
 
@@ -349,7 +350,8 @@ def test_ctrl_c_at_any_moment_of_start_up(tmp_path: Path):
     or a model blamed; 130 before the run, 0 once it runs (outputs finalised)."""
     for delay in (0.03, 0.06, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 0.9, 1.2):
         proc = subprocess.Popen([*RUNTIME, "--source", "demo", "--no-window", "--output", str(tmp_path / "o.jpg")],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                                preexec_fn=sigint_default)
         time.sleep(delay)
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=60)
@@ -364,7 +366,7 @@ def test_a_reader_that_stops_reading_does_not_hold_the_run(video_path: Path, tmp
     read_end, write_end = os.pipe()
     proc = subprocess.Popen([*RUNTIME, "--source", str(video_path), "--no-window", "--jsonl", "/dev/stdout",
                              "--output", str(tmp_path / "o.mkv")], stdout=write_end, stderr=subprocess.PIPE,
-                            text=True, cwd=ROOT)
+                            text=True, cwd=ROOT, preexec_fn=sigint_default)
     os.close(write_end)
     try:
         deadline = time.monotonic() + 90
