@@ -49,3 +49,5 @@ class ExportConfig:
     calib_count: int = 700  # faces to calibrate INT8 on (100 per class)
     seed: int = 0  # seed of the verification and calibration samples
     tta: str = "none"  # test-time augmentation inside the graph: a key of TTA_VIEWS
+    force: bool = False  # replace a shipped model's files in models/ (refused otherwise)
+    skip_failed_variants: bool = False  # a variant that does not verify is left out; else nothing is written

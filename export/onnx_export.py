@@ -9,6 +9,10 @@
    or the export fails with exit 1 and leaves no file (:mod:`export.verify`).
 4. Optional ``--fp16`` and ``--int8`` variants, each measured against fp32 in the same run
    (:mod:`export.variants`).
+5. Write everything or nothing: every file waits in a temporary file beside its destination
+   until all have passed, then all are renamed into place (:class:`Staged`). A variant that
+   misses its bound writes nothing (``--skip-failed-variants``: the rest). A model shipped in
+   ``models/`` is never replaced unless forced.
 
 :func:`export` takes an :class:`export.config.ExportConfig`, whose defaults are the flags'.
 """
@@ -42,8 +46,8 @@ from export.verify import (
     export_faces,
     keras_reference,
     known_classes,
+    make_verified,
     measure_variant,
-    write_verified,
 )
 from runtime.cli_support import (
     EXIT_FAILED,
@@ -52,15 +56,25 @@ from runtime.cli_support import (
     SEED,
     ArgumentParser,
     UserError,
-    atomic_path,
     check_output_path,
     path_arg,
     run_main,
 )
 from runtime.contract import ContractError, ModelSpec
 from runtime.errors import EmocamError, ModelError, OutputError
+from runtime.files import TempFile, display
 from trainer.cli_common import inference_errors, terminate_as_interrupt, write_errors
 from trainer.model import check_against_spec, load_model, read_spec
+
+
+def shipped_files(output: Path, config: ExportConfig) -> list[Path]:
+    """The files of the project's shipped models (in ``models/``) that exporting to ``output`` would replace."""
+    from models import MODELS_DIR
+
+    names = [output, output.with_name(output.stem + ".export.json")]
+    names += [output.with_name(f"{output.stem}.{n}.onnx") for n in ("fp16", "int8") if getattr(config, n)]
+    shipped = os.path.realpath(MODELS_DIR)
+    return [p for p in names if p.exists() and os.path.dirname(os.path.realpath(p)) == shipped]
 
 
 def _check_inputs(model_path: Path, output: Path, tta: str) -> None:
@@ -88,6 +102,10 @@ def export(config: ExportConfig) -> dict:
     """
     model_path, output, opset, tta = Path(config.model), Path(config.output), config.opset, config.tta
     _check_inputs(model_path, output, tta)
+    replaced = [] if config.force else shipped_files(output, config)
+    if replaced:
+        raise OutputError(f"{display(replaced[0])} is a model shipped with emocam: export to a path of your own "
+                          "(replace it only on purpose, with force)", EXIT_USAGE)
     try:
         spec = ModelSpec(labels=tuple(config.labels)) if config.labels else read_spec(model_path)
     except ContractError as exc:
@@ -127,46 +145,100 @@ def export(config: ExportConfig) -> dict:
         )
     import onnx  # lazily, as everywhere in export: the command line stays fast
 
-    with write_errors(output), atomic_path(output) as tmp:
-        onnx.save(proto, tmp)
-    report["fp32"]["bytes"] = output.stat().st_size
-    with inference_errors(f"timing the exported {output.name}", RERUN_FIX, EXIT_FAILED):
-        fp32_fps = faces_per_second(fp32_predict, x)
-    report["fp32"]["faces_per_s"] = round(fp32_fps, 1)
+    staged = Staged()
+    try:
+        fp32_tmp = staged.add(output)
+        with write_errors(output):
+            onnx.save(proto, fp32_tmp)
+        report["fp32"]["bytes"] = fp32_tmp.stat().st_size
+        with inference_errors(f"timing the exported {output.name}", RERUN_FIX, EXIT_FAILED):
+            fp32_fps = faces_per_second(fp32_predict, x)
+        report["fp32"]["faces_per_s"] = round(fp32_fps, 1)
 
-    def measure(bound: float) -> Callable[[Path], dict]:
-        return lambda path: measure_variant(path, x, y, fp32_probs, fp32, fp32_fps, bound)
+        def measure(bound: float) -> Callable[[Path], dict]:
+            return lambda path: measure_variant(path, x, y, fp32_probs, fp32, fp32_fps, bound)
 
-    if config.fp16:
-        report["fp16"] = write_verified(
-            output.with_name(output.stem + ".fp16.onnx"),
-            lambda tmp: make_fp16(proto, tmp, provenance(model_path, opset, "fp16", tta)),
-            measure(FP16_MIN_AGREEMENT),
-            FP16_MIN_AGREEMENT,
-        )
-    if config.int8:
-        calib = export_faces(config.calib_dir, config.calib_count, spec, config.seed + 1, "calibration")
-        calib_x = calib.x.astype(np.float32)
-        report["int8_calibration"] = {"faces": len(calib_x), "source": calib.source}
-        report["int8"] = write_verified(
-            output.with_name(output.stem + ".int8.onnx"),
-            lambda tmp: make_int8(output, tmp, calib_x, provenance(model_path, opset, "int8", tta)),
-            measure(INT8_MIN_AGREEMENT),
-            INT8_MIN_AGREEMENT,
-        )
-    failed = [
-        f"{name} agrees with fp32 on {entry['argmax_agreement']:.3f} of faces (need {entry['min_agreement']}); "
-        "not written"
-        for name, entry in ((n, report.get(n)) for n in ("fp16", "int8"))
-        if entry is not None and entry["path"] is None
-    ]
-    report["seconds"] = round(time.perf_counter() - t0, 1)
-    report_path = output.with_name(output.stem + ".export.json")
-    with write_errors(report_path), atomic_path(report_path) as tmp:
-        tmp.write_text(json.dumps(report, indent=2))
-    if failed:
-        raise ModelError("; ".join(failed) + f"; see {report_path}", exit_code=EXIT_FAILED)
+        if config.fp16:
+            path = output.with_name(output.stem + ".fp16.onnx")
+            report["fp16"] = make_verified(
+                path, staged.add(path), lambda tmp: make_fp16(proto, tmp, provenance(model_path, opset, "fp16", tta)),
+                measure(FP16_MIN_AGREEMENT), FP16_MIN_AGREEMENT)
+        if config.int8:
+            calib = export_faces(config.calib_dir, config.calib_count, spec, config.seed + 1, "calibration")
+            calib_x = calib.x.astype(np.float32)
+            report["int8_calibration"] = {"faces": len(calib_x), "source": calib.source}
+            path = output.with_name(output.stem + ".int8.onnx")
+            report["int8"] = make_verified(
+                path, staged.add(path),
+                lambda tmp: make_int8(fp32_tmp, tmp, calib_x, provenance(model_path, opset, "int8", tta)),
+                measure(INT8_MIN_AGREEMENT), INT8_MIN_AGREEMENT)
+        failed = [n for n in ("fp16", "int8") if n in report and report[n]["path"] is None]
+        if failed and not config.skip_failed_variants:
+            raise VariantRejected(failed, report)
+        for name in failed:  # left out: an older file of that name belonged to the fp32 model now replaced
+            staged.drop(output.with_name(f"{output.stem}.{name}.onnx"), remove_old=True)
+        report["seconds"] = round(time.perf_counter() - t0, 1)
+        report_path = output.with_name(output.stem + ".export.json")
+        with write_errors(report_path):
+            staged.add(report_path).write_text(json.dumps(report, indent=2))
+        staged.commit()
+    finally:
+        staged.discard()  # after a failure or an interruption: nothing of this export is left
     return report
+
+
+class VariantRejected(ModelError):
+    """A variant (fp16, int8) that does not agree with fp32 well enough: the export wrote nothing.
+
+    Attributes:
+        names: The variants that failed.
+        report: The export's report so far (each variant's agreement and its bound).
+    """
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, names: list[str], report: dict) -> None:
+        self.names, self.report = names, report
+        what = "; ".join(f"{n} agrees with fp32 on {report[n]['argmax_agreement']:.3f} of the faces "
+                         f"(need {report[n]['min_agreement']})" for n in names)
+        super().__init__(f"{what}: nothing was written. A briefly trained model gives nearly flat probabilities, "
+                         "whose order rounding changes: train longer, or leave the variant out")
+
+
+class Staged:
+    """The files of one export, each in a temporary file beside its destination until all are verified;
+    then :meth:`commit` renames them all into place. :meth:`discard` removes what is left."""
+
+    def __init__(self) -> None:
+        self._files: dict[Path, TempFile] = {}
+        self._remove: list[Path] = []
+
+    def add(self, dest: Path) -> Path:
+        """A temporary path for ``dest`` (its writer opens it by name)."""
+        tmp = TempFile(dest)
+        tmp.close_fd()
+        self._files[dest] = tmp
+        return tmp.path
+
+    def drop(self, dest: Path, remove_old: bool = False) -> None:
+        """Leave ``dest`` out of the export (and, with ``remove_old``, remove an older file there on commit)."""
+        tmp = self._files.pop(dest, None)
+        if tmp is not None:
+            tmp.discard()
+        if remove_old:
+            self._remove.append(dest)
+
+    def commit(self) -> None:
+        """Rename every file into place (the report last: it describes the others)."""
+        for dest in self._remove:
+            dest.unlink(missing_ok=True)
+        while self._files:
+            dest = next(iter(self._files))
+            self._files.pop(dest).commit()
+
+    def discard(self) -> None:
+        while self._files:
+            self._files.popitem()[1].discard()
 
 
 def format_report(report: dict) -> str:
@@ -223,6 +295,10 @@ def _parser() -> ArgumentParser:
         help="test-time augmentation inside the graph: flip = 2 passes per face, flip-zoom = 6",
     )
     p.add_argument("--tta-flip", dest="tta", action="store_const", const="flip", help="same as --tta flip")
+    p.add_argument("--skip-failed-variants", action="store_true",
+                   help="write the rest when an --fp16 or --int8 variant does not agree with fp32 (by default the "
+                        "export then writes nothing)")
+    p.add_argument("--force", action="store_true", help="replace a model shipped with emocam (in its models/ folder)")
     return p
 
 
@@ -253,17 +329,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         calib_count=args.calib_count,
         seed=args.seed,
         tta=args.tta,
+        force=args.force,
+        skip_failed_variants=args.skip_failed_variants,
         **folders,
     )
+    replaced = [] if args.force else shipped_files(args.output, config)
+    if replaced:
+        raise UserError(f"--output {display(args.output)} would replace {display(replaced[0].name)}, a model shipped "
+                        "with emocam: give a path of your own (runs/fer2013/emotion_cnn.onnx), or --force")
     terminate_as_interrupt()
     try:
         report = export(config)
+    except VariantRejected as exc:
+        flags = " and ".join(f"--{n}" for n in exc.names)
+        raise EmocamError(f"{exc}: train longer, or pass --skip-failed-variants (or drop {flags}) to write the "
+                          "rest", EXIT_FAILED) from None
     except KeyboardInterrupt as exc:
         how = f" by {exc.args[0]}" if exc.args else ""
-        raise UserError(
-            f"interrupted{how}: files already verified are in place, nothing unverified was left: run it again",
-            exit_code=EXIT_INTERRUPTED,
-        ) from None
+        raise UserError(f"interrupted{how}: nothing was written: run it again", exit_code=EXIT_INTERRUPTED) from None
     print(format_report(report), file=sys.stderr)
     print(json.dumps({k: report[k] for k in ("fp32", "fp16", "int8") if k in report}))
     return 0

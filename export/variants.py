@@ -1,7 +1,7 @@
 """The smaller variants of an fp32 export: float16 weights, and static INT8 calibrated on real faces.
 
 Each is made into a file by :func:`make_fp16` / :func:`make_int8`, then verified against fp32
-by :func:`export.verify.write_verified` before it is renamed into place. onnx,
+by :func:`export.verify.make_verified` before it is renamed into place. onnx,
 onnxconverter-common and onnxruntime's quantization tools are imported inside the functions.
 """
 

@@ -1,5 +1,5 @@
 """Verify before write: the faces an export is checked on, the comparison with the reference, and
-:func:`write_verified`, which renames a file into place only once it has passed.
+:func:`make_verified`, which makes a variant and measures it before anything is renamed into place.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 
 from export.convert import forward
 from export.inference import faces_per_second, in_batches, ort_session, session_predict
-from runtime.cli_support import EXIT_FAILED, atomic_path
+from runtime.cli_support import EXIT_FAILED
 from runtime.contract import ModelSpec
 from trainer.cli_common import inference_errors, write_errors
 from trainer.data import Split, sample_faces
@@ -81,35 +81,25 @@ def measure_variant(
     return entry
 
 
-class _Rejected(Exception):
-    """A variant that does not agree with fp32 well enough (raised to skip its rename)."""
+def make_verified(path: Path, tmp: Path, make: Callable[[Path], None], measure: Callable[[Path], dict],
+                  bound: float) -> dict:
+    """Make a variant into ``tmp`` (a temporary file beside ``path``) and verify it against fp32.
 
-
-def write_verified(path: Path, make: Callable[[Path], None], measure: Callable[[Path], dict], bound: float) -> dict:
-    """Make a variant in a temporary file beside ``path``, verify it, and only then rename it into place.
-
-    An interruption (Ctrl-C, SIGTERM) or a crash before the rename leaves no file at ``path`` from
-    this run and removes the temporary: nothing unverified is ever where a reader would load it.
+    Nothing is renamed here: the caller renames every file of the export into place together, once
+    all of them have passed (:func:`export.onnx_export.export`).
 
     Args:
-        path: The final file.
+        path: The variant's final file.
+        tmp: Where to make it.
         make: Writes the variant into the path it is given.
         measure: Measures the file it is given against fp32 (see :func:`measure_variant`).
         bound: The argmax agreement the variant must reach.
 
     Returns:
-        The measurement, with ``path`` set to the final file, or to None if the variant failed
-        its bound (then no file of this run is at ``path``, and an older one there is removed:
-        it belonged to the fp32 model just replaced).
+        The measurement, with ``path`` set to the final file, or to None when the variant missed
+        its bound.
     """
-    try:
-        with write_errors(path), atomic_path(path) as tmp:
-            with inference_errors(f"making {path.name}", RERUN_FIX, EXIT_FAILED):
-                make(tmp)
-            entry = measure(tmp)
-            if entry["argmax_agreement"] < bound:
-                raise _Rejected
-    except _Rejected:
-        path.unlink(missing_ok=True)
-        return {"path": None, **entry}
-    return {"path": str(path), **entry}
+    with write_errors(path), inference_errors(f"making {path.name}", RERUN_FIX, EXIT_FAILED):
+        make(tmp)
+    entry = measure(tmp)
+    return {"path": str(path) if entry["argmax_agreement"] >= bound else None, **entry}

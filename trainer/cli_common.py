@@ -91,6 +91,6 @@ def terminate_as_interrupt() -> None:
     Does nothing outside the main thread.
     """
     for name in ("SIGTERM", "SIGHUP"):
-        if hasattr(signal, name):
+        if hasattr(signal, name) and signal.getsignal(getattr(signal, name)) is not signal.SIG_IGN:  # nohup: kept
             with contextlib.suppress(ValueError, OSError):
                 signal.signal(getattr(signal, name), _raise_interrupt)

@@ -16,7 +16,7 @@ import numpy as np
 
 from runtime.backends import PROVIDERS
 from runtime.classifier import EmotionClassifier
-from runtime.cli_support import SEED, ArgumentParser, UserError, atomic_path, path_arg, run_main
+from runtime.cli_support import SEED, ArgumentParser, UserError, atomic_path, check_output_path, path_arg, run_main
 from trainer.cli_common import VAL_FRACTION, inference_errors, write_errors
 from trainer.config import FitConfig
 from trainer.data import Split, load_split, train_val_split
@@ -209,13 +209,16 @@ def _parser() -> ArgumentParser:
 
 
 def _check_out_folder(out: Path | None) -> None:
-    """Refuse an ``--out`` that is not an existing folder, before any work."""
+    """Refuse an ``--out`` that is a file, and make a missing one (with its parents), before any work."""
     if out is None:
         return
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a folder: give a folder (the file is left as it is)")
-    if not out.is_dir():
-        raise UserError(f"output folder {out} does not exist: create it first")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--out {out} cannot be made ({exc.strerror}): choose another folder") from None
+    check_output_path(out / "metrics.json", "--out")
 
 
 def _open_model(path: Path, provider: str = "cpu"):

@@ -199,3 +199,16 @@ def test_out_of_disk_is_one_line_and_keeps_latest(tmp_path: Path, video_path: Pa
     assert_user_error(proc, 2, "could not write", "file too large")
     assert [p.name for p in tmp_path.iterdir()] == ["latest.json"]  # no temporary, the old result kept
     assert (tmp_path / "latest.json").read_text() == '{"old": true}\n'
+
+
+def test_results_go_under_the_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never beside the package (inside site-packages after `pip install .`): relative to where it runs."""
+    import benchmarks
+    from benchmarks.run import _parser, _prepare_out_dir
+
+    monkeypatch.chdir(tmp_path)
+    out_dir = _parser().parse_args([]).out_dir
+    assert not out_dir.is_absolute()
+    made = _prepare_out_dir(out_dir)
+    assert (tmp_path / "benchmarks" / "results").is_dir() and made.resolve() == tmp_path / "benchmarks" / "results"
+    assert Path(benchmarks.__file__).resolve().parent not in made.resolve().parents

@@ -73,3 +73,31 @@ def test_a_mistyped_face_folder_is_refused(flag: str, tmp_path: Path) -> None:
                    str(tmp_path / "no-such-folder"), timeout=120)
     assert_user_error(proc, 2, flag, "no-such-folder", "not a folder")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["emotion_cnn.onnx", "emotion_cnn.int8.onnx"])
+def test_a_shipped_model_is_never_replaced_without_force(name: str, tmp_path: Path) -> None:
+    """README's own example once wrote over models/: now one line names the file and the way out, nothing changes."""
+    import hashlib
+
+    shipped = ROOT / "models"
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in shipped.iterdir() if p.is_file()}
+    stem = name.split(".")[0]
+    extra = ["--int8"] if "int8" in name else []
+    for output in (shipped / f"{stem}.onnx", Path("models") / f"{stem}.onnx"):  # absolute, and relative to the cwd
+        proc = run_cli("export", str(SHIPPED_KERAS_LIKE), "--output", str(output), *extra, cwd=ROOT)
+        assert_user_error(proc, 2, "shipped with emocam", "--force", "runs/fer2013/emotion_cnn.onnx")
+    after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in shipped.iterdir() if p.is_file()}
+    assert after == before
+
+
+def test_the_shipped_check_is_only_for_existing_shipped_files(tmp_path: Path) -> None:
+    from export.config import ExportConfig
+    from export.onnx_export import shipped_files
+
+    config = ExportConfig(model=tmp_path / "m.keras", int8=True)
+    assert [p.name for p in shipped_files(ROOT / "models" / "emotion_cnn.onnx", config)] == [
+        "emotion_cnn.onnx", "emotion_cnn.export.json", "emotion_cnn.int8.onnx"]
+    assert shipped_files(ROOT / "models" / "mine.onnx", config) == []  # a new name beside them replaces nothing
+    (tmp_path / "emotion_cnn.onnx").write_bytes(b"x")
+    assert shipped_files(tmp_path / "emotion_cnn.onnx", config) == []  # the same name elsewhere is the user's

@@ -266,3 +266,14 @@ def test_eval_write_failure_is_one_line_and_keeps_the_old_report(fer_dir: Path, 
     proc = _eval(str(SHIPPED), str(data), "--out", str(out), limit_bytes=1000)  # metrics.json does not fit in 1 kB
     assert_user_error(proc, 2, "could not write", "file too large")
     assert _snapshot(out) == before  # the old report is whole and no temporary is left
+
+
+def test_eval_out_that_does_not_exist_is_made(fer_dir: Path, tmp_path: Path) -> None:
+    """README's `trainer-eval ... --out runs/fer2013/eval` works before that folder exists."""
+    pytest.importorskip("matplotlib")  # the confusion matrix
+    data = _subset(fer_dir, tmp_path / "fer", 2)
+    out = tmp_path / "runs" / "fer2013" / "eval"
+    proc = _eval(str(SHIPPED), str(data), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(p.name for p in out.iterdir()) == ["confusion_matrix.png", "metrics.json"]
+    assert '"accuracy"' in (out / "metrics.json").read_text()
