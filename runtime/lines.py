@@ -50,6 +50,7 @@ class LineWriter:
         self._fd: int | None = None
         self.stream = is_stream(path)  # a pipe or device: written to directly, not renamed onto
         self.waiting_on_reader = False  # inside a write to a stream (a stop signal may end it: see runtime.live)
+        self.started = False  # the header and a first record are written
 
     def encode(self, record: dict) -> bytes:
         """The bytes of one record (whole lines)."""
@@ -65,6 +66,7 @@ class LineWriter:
         data = self.encode(record)
         if self._fd is None:
             self.open()
+        if not self.started:
             data = self.header + data
         start = None if self.stream else os.lseek(self._fd, 0, os.SEEK_CUR)
         self.waiting_on_reader = self.stream  # a pipe's reader may stop reading: this write may block for good
@@ -77,18 +79,11 @@ class LineWriter:
                 with contextlib.suppress(OSError):
                     os.ftruncate(self._fd, start)
                     os.lseek(self._fd, start, os.SEEK_SET)
-            if start == 0:  # not even the header is there: the next write starts the file again
-                self.header_pending()
             raise OutputError(f"could not write {display(self.path)}: {failure_cause(self.path, exc)}") from None
         finally:
             self.waiting_on_reader = False
         self.lines += 1
-
-    def header_pending(self) -> None:
-        """Nothing of the file is written yet: the next write starts with the header again."""
-        if self._tmp is not None:
-            self._tmp.discard()
-            self._tmp = self._fd = None
+        self.started = True
 
     def open(self) -> None:
         """Open the file now (the first :meth:`write` does otherwise): a pipe with no reader is an

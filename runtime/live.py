@@ -48,7 +48,7 @@ def _parser() -> ArgumentParser:
     p = ArgumentParser(prog="runtime-live", description="Facial emotion to emoji, live or headless.")
     p.add_argument("--source", default=AUTO,
                    help="auto (camera 0 with a window if present, else the demo), demo, a camera index, "
-                        "a video file, a stream URL, an image, or a folder of images")
+                        "a video file, a stream URL, an image, or a folder of photos and videos")
     p.add_argument("--model", type=path_arg, default=None,
                    help="ONNX model from export-onnx, or a shipped one: fp32 (the default) or int8 (faster on a CPU)")
     p.add_argument("--provider", choices=PROVIDERS, default=_default(EmotionClassifier, "provider"),

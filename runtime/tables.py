@@ -18,7 +18,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from runtime.outputs import LineWriter
+from runtime.lines import LineWriter
 
 BOX = ("x1", "y1", "x2", "y2")
 
@@ -64,7 +64,6 @@ class CsvWriter(LineWriter):
         super().__init__(path)
         self.labels = tuple(labels)
         self.header = self._lines([columns(self.labels)])
-        self.rows = 0
 
     @staticmethod
     def _lines(table: list[list[str]]) -> bytes:
@@ -73,6 +72,4 @@ class CsvWriter(LineWriter):
         return text.getvalue().encode("utf-8")
 
     def encode(self, record: dict) -> bytes:
-        table = rows(record, self.labels)
-        self.rows += len(table)
-        return self._lines(table)
+        return self._lines(rows(record, self.labels))

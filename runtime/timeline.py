@@ -21,7 +21,7 @@ import numpy as np
 
 from runtime.errors import OutputError
 from runtime.files import display
-from runtime.outputs import write_bytes
+from runtime.lines import write_bytes
 
 MAX_TRACKS = 6  # bands drawn; shorter tracks are counted in the "all faces" bar only
 MIN_SHARE = 0.02  # a track seen in fewer of the frames (a passing false detection) gets no band of its own

@@ -65,15 +65,17 @@ def video_frames(video_path: Path) -> tuple:
     return tuple(frames)
 
 
-def sigint_default() -> None:
-    """``preexec_fn`` for a child that a test stops with SIGINT: it starts with SIGINT at its default.
+def foreground_signals() -> None:
+    """``preexec_fn`` for a child that a test stops with a signal: SIGINT and SIGQUIT at their defaults, as a
+    job started in the foreground has them.
 
-    pytest started in the background by a script (``python -m pytest &``) has SIGINT ignored, and a
-    child inherits that; the runtime, as Python and shell tools do, keeps an ignored SIGINT ignored.
+    A script's ``python -m pytest &`` starts pytest with both ignored, and a child inherits that; the
+    runtime, as Python and shell tools do, keeps an ignored signal ignored.
     """
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 
 def run_cli(*args: str, timeout: float = 300, env: dict | None = None, cwd: Path | None = None,

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, assert_user_error, run_cli, sigint_default
+from tests.conftest import ROOT, assert_user_error, foreground_signals, run_cli
 
 pytestmark = pytest.mark.tf
 pytest.importorskip("tensorflow")
@@ -204,7 +204,7 @@ def test_interrupted_int8_leaves_no_unverified_file(
             "--verify-dir", str(fer_dir / "test"), "--verify-count", "70", "--calib-dir", str(fer_dir / "train"),
             "--calib-count", "700"]
     proc = subprocess.Popen(args, cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=foreground_signals)
     deadline = time.monotonic() + 280
     signalled = False
     while time.monotonic() < deadline and proc.poll() is None:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from runtime.contract import FER2013_LABELS
-from tests.conftest import ROOT, assert_user_error, run_cli, sigint_default
+from tests.conftest import ROOT, assert_user_error, foreground_signals, run_cli
 
 VIDEO_FRAMES = 472
 SUMMARY_KEYS = {"frames", "faces", "wall_s", "fps", "p50_ms", "p99_ms", "provider"}
@@ -262,7 +262,7 @@ def test_signal_stops_cleanly(sig: signal.Signals, video_path: Path, tmp_path: P
     proc = subprocess.Popen(
         [sys.executable, "-m", "runtime", "--source", str(video_path), "--no-window", "--output", str(video),
          "--jsonl", str(jsonl)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env,
-        preexec_fn=sigint_default)
+        preexec_fn=foreground_signals)
     try:
         deadline = time.monotonic() + 90
         while not ((tmp := partial(tmp_path, jsonl.name)) and tmp.read_text().count("\n") >= 8):

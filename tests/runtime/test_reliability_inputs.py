@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from runtime.contract import FER2013_LABELS, ModelSpec
-from tests.conftest import ROOT, assert_user_error, run_cli, sigint_default
+from tests.conftest import ROOT, assert_user_error, foreground_signals, run_cli
 from tests.runtime.support import RUNTIME, frames_in, listing
 
 
@@ -176,7 +176,7 @@ def test_ctrl_c_while_a_pipe_opens(tmp_path: Path):
     os.mkfifo(tmp_path / "pipe.mp4")
     proc = subprocess.Popen([*RUNTIME, "--source", str(tmp_path / "pipe.mp4"), "--no-window"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-                            preexec_fn=sigint_default)
+                            preexec_fn=foreground_signals)
     time.sleep(3)  # start-up (model, cascade), then blocked in the open
     sent = time.monotonic()
     proc.send_signal(signal.SIGINT)
@@ -391,7 +391,7 @@ def test_a_pipe_whose_writer_stalls_mid_stream(video_frames: tuple, tmp_path: Pa
     out = tmp_path / "o.mkv"
     proc = subprocess.Popen([*RUNTIME, "--source", str(fifo), "--no-window", "--output", str(out), "--jsonl",
                              str(tmp_path / "o.jsonl")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=ROOT, preexec_fn=sigint_default)
+                            cwd=ROOT, preexec_fn=foreground_signals)
     try:
         deadline = time.monotonic() + 90
         while not [p for p in tmp_path.glob(".o.jsonl.partial-*") if p.read_text().count("\n") >= 10]:

@@ -21,7 +21,7 @@ import pytest
 
 from runtime.contract import FER2013_LABELS
 from runtime.faces import Faces
-from tests.conftest import ROOT, assert_user_error, run_cli, sigint_default
+from tests.conftest import ROOT, assert_user_error, foreground_signals, run_cli
 from tests.runtime.support import RUNTIME, digest, frames_in, listing, shell
 
 
@@ -351,7 +351,7 @@ def test_ctrl_c_at_any_moment_of_start_up(tmp_path: Path):
     for delay in (0.03, 0.06, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 0.9, 1.2):
         proc = subprocess.Popen([*RUNTIME, "--source", "demo", "--no-window", "--output", str(tmp_path / "o.jpg")],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                                preexec_fn=sigint_default)
+                                preexec_fn=foreground_signals)
         time.sleep(delay)
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=60)
@@ -366,7 +366,7 @@ def test_a_reader_that_stops_reading_does_not_hold_the_run(video_path: Path, tmp
     read_end, write_end = os.pipe()
     proc = subprocess.Popen([*RUNTIME, "--source", str(video_path), "--no-window", "--jsonl", "/dev/stdout",
                              "--output", str(tmp_path / "o.mkv")], stdout=write_end, stderr=subprocess.PIPE,
-                            text=True, cwd=ROOT, preexec_fn=sigint_default)
+                            text=True, cwd=ROOT, preexec_fn=foreground_signals)
     os.close(write_end)
     try:
         deadline = time.monotonic() + 90
