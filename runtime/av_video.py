@@ -28,7 +28,6 @@ H264_SUFFIXES = (".mp4", ".m4v", ".mkv")  # containers written with H.264 when P
 #: Audio codecs each container takes as they are; any other is re-encoded to AAC.
 AUDIO_COPY = {".mp4": {"aac", "mp3"}, ".m4v": {"aac", "mp3"}, ".mkv": {"aac", "mp3", "opus", "vorbis", "flac"}}
 X264_OPTIONS = {"preset": "veryfast", "crf": "23"}  # about 3.7 ms a 640x360 frame on a 2-core CPU
-AUDIO_AHEAD_S = 0.5  # audio muxed this far ahead of the video frame being written
 
 
 def av_available() -> bool:
@@ -65,8 +64,9 @@ class AudioCopy:
         self.codec = ""
         self._packets: Iterator = iter(())
         self._pending = None
-        self._encoder = self._resampler = None
+        self._encoder = self._resampler = self._decoder = None
         self._offset_s = 0.0
+        self._samples = 0  # samples given to the encoder: the next frame's time stamp
         if source is None:
             return
         try:
@@ -90,6 +90,7 @@ class AudioCopy:
             self.stream.layout = src.codec_context.layout.name if src.codec_context.layout else "stereo"
             self._resampler = av.AudioResampler(format="fltp", layout=self.stream.layout, rate=rate)
             self._encoder = self.stream
+            self._decoder = src.codec_context
         self._packets = self._in.demux(src)
 
     def _next(self):
@@ -120,17 +121,25 @@ class AudioCopy:
                 out.mux(packet)
                 continue
             for frame in packet.decode():
-                frame.pts = None  # the encoder numbers the samples from 0: the audio starts with the video
                 for resampled in self._resampler.resample(frame):
-                    out.mux(self._encoder.encode(resampled))
+                    self._encode(out, resampled)
+
+    def _encode(self, out, frame) -> None:
+        """Encode ``frame``, numbered by the samples before it (the sound starts with the picture)."""
+        frame.pts, frame.time_base = self._samples, Fraction(1, self.stream.rate)
+        self._samples += frame.samples
+        out.mux(self._encoder.encode(frame))
 
     def finish(self, out, end_s: float) -> None:
         """Mux the audio up to where the video ends, flush the encoder, close the source."""
         if self.stream is not None:
             self.mux_until(out, end_s)
             if self._encoder is not None:
+                for frame in self._decoder.decode(None):  # the decoder's last frames (of packets already fed)
+                    for resampled in self._resampler.resample(frame):
+                        self._encode(out, resampled)
                 for resampled in self._resampler.resample(None):
-                    out.mux(self._encoder.encode(resampled))
+                    self._encode(out, resampled)
                 out.mux(self._encoder.encode(None))
         self.close()
 
@@ -241,7 +250,7 @@ class AvVideoWriter:
         if w % 2 or h % 2:
             frame = cv2.copyMakeBorder(frame, 0, h % 2, 0, w % 2, cv2.BORDER_REPLICATE)
         try:
-            self._audio.mux_until(self._out, float(self.frames / self.rate) + AUDIO_AHEAD_S)
+            self._audio.mux_until(self._out, float(self.frames / self.rate))  # the sound up to this frame
             picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="bgr24")
             picture.pts = self.frames
             picture.time_base = 1 / self.rate

@@ -86,6 +86,9 @@ def _parser() -> ArgumentParser:
                    help="smallest face side, in frame pixels")
     g.add_argument("--detect-every", type=Number(int, 1, 10000), default=_default(Pipeline, "detect_every"),
                    help="search the whole frame every Nth frame; between, re-find known faces near their boxes")
+    g.add_argument("--search-lag", type=Number(int, 0, 1000), default=_default(Pipeline, "search_lag"),
+                   help="frames a whole-frame search runs beside (on its own thread) before its new faces join; "
+                        "0: search on the frame itself")
     g = p.add_argument_group("classifier and display")
     g.add_argument("--margin", type=Number(float, 0.0, 1.0), default=_default(EmotionClassifier, "margin"),
                    help="crop margin around each face (fraction of its size); 0 matches FER2013's framing")
@@ -203,6 +206,21 @@ def _check_source(args: argparse.Namespace, source) -> None:
             raise UserError(f"--output-dir {args.output_dir} cannot be made ({exc.strerror}): choose another "
                             "folder") from None
         check_output_path(args.output_dir / "probe", "--output-dir")
+    _codec_note(args, source)
+
+
+def _codec_note(args: argparse.Namespace, source) -> None:
+    """Say so when a video output will be MPEG-4 without sound only because PyAV is missing."""
+    from runtime.av_video import H264_SUFFIXES, av_available
+    from runtime.sources import VideoSource
+
+    if args.video_codec != "auto":
+        return
+    videos = args.output is not None and args.output.suffix.lower() in H264_SUFFIXES
+    videos |= args.output_dir is not None and bool(getattr(source, "videos", None) or isinstance(source, VideoSource))
+    if videos and not av_available():
+        print('runtime-live: note: video is written as MPEG-4 Part 2 without sound, which browsers do not play: '
+              'pip install "emocam[video]" for H.264 with the sound', file=sys.stderr)
 
 
 def _choose_source(args: argparse.Namespace) -> str:
@@ -240,6 +258,7 @@ def _build_pipeline(args: argparse.Namespace):  # -> Pipeline, imported late to 
         show_labels=args.labels,
         panel=args.panel,
         detect_every=args.detect_every,
+        search_lag=args.search_lag,
     )
 
 
@@ -374,6 +393,7 @@ def _process(args: argparse.Namespace, source, pipe) -> tuple[RunStats, list[Pat
     finally:
         stops.hold = True  # a second signal must not cut the finalising of the outputs short
         source.close()
+        pipe.close()  # the background search thread
         if outputs is not None:
             try:
                 if keep:

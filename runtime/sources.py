@@ -30,6 +30,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}  # 
 DEMO = "demo"  # --source value for the bundled public-domain photo
 MAX_CAMERA_INDEX = 9999  # OpenCV takes a C int; real indices are small
 OPEN_TIMEOUT_S = 30.0  # how long a video, stream or pipe may take to open (and give its first frame)
+MAX_FPS = 1000.0  # a video file's frame rate above this is a misread time base, not a rate
 
 
 @dataclass(frozen=True)
@@ -226,7 +227,22 @@ def _open_video(path: Path) -> VideoSource:
     if not ok:
         cap.release()
         raise SourceError(f"{display(path)} does not decode as a video or image: give a playable video file")
-    return VideoSource(cap, f"video {display(path)}", first, path)
+    source = VideoSource(cap, f"video {display(path)}", first, path)
+    if not 0 < source.fps <= MAX_FPS and stat.S_ISREG(os.stat(path).st_mode):  # OpenCV read a time base as
+        source.fps = _guessed_rate(path)  # the rate (some Matroska files): ask FFmpeg (never a pipe: read once)
+    return source
+
+
+def _guessed_rate(path: Path) -> float:
+    """The frame rate FFmpeg guesses for ``path``'s video through PyAV (the ``[video]`` extra), or 0 without it."""
+    try:
+        import av
+
+        with av.open(os.fsdecode(path)) as container:
+            rate = container.streams.video[0].guessed_rate
+    except Exception:  # no PyAV, or a file it cannot open: the rate stays unknown
+        return 0.0
+    return float(rate) if rate and 0 < float(rate) <= MAX_FPS else 0.0
 
 
 class LiveSource(FrameSource):

@@ -122,7 +122,8 @@ class Timeline:
         self._shares_panel(fig.add_subplot(grid[bands]), tracks, probs, shown, colours)
         more = len(order) - len(shown)
         title = f"emotions over time: {self.frames} frames, {len(times)} face detections"
-        fig.suptitle(title + (f" ({more} short tracks counted in all faces only)" if more > 0 else ""), fontsize=11)
+        note = f" ({more} short track{'s' if more > 1 else ''} counted in all faces only)" if more > 0 else ""
+        fig.suptitle(title + note, fontsize=11)
         handles = [matplotlib.patches.Patch(color=c, label=n) for n, c in zip(self.labels, colours, strict=True)]
         fig.legend(handles=handles, loc="outside right upper", fontsize=9, frameon=False)
         buffer = io.BytesIO()
