@@ -66,3 +66,23 @@ def test_loading_is_safe_mode(tmp_path) -> None:
     save_model(evil, tmp_path / "lambda.keras", ModelSpec())
     with pytest.raises(ModelError, match="could not be loaded"):
         load_model(tmp_path / "lambda.keras")
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_keeps_float32_weights_input_and_softmax(policy: str) -> None:
+    """Under a mixed policy the hidden layers compute in 16 bits; what goes in and out stays float32."""
+    from runtime.contract import ModelSpec
+    from trainer.config import FitConfig
+    from trainer.train import for_use
+
+    model = build_model(dtype=policy)
+    layers = {layer.name: layer.dtype_policy.name for layer in model.layers}
+    assert layers.pop("probs") == "float32" and set(layers.values()) == {policy}
+    assert {w.dtype for w in model.weights} == {"float32"}
+    x = np.random.default_rng(0).integers(0, 256, (4, 48, 48, 1)).astype(np.float32)
+    probs = np.asarray(model(x, training=False))
+    assert probs.dtype == np.float32 and probs.sum(1) == pytest.approx(np.ones(4), abs=1e-5)
+    copy = for_use(model, ModelSpec(), FitConfig(precision="bf16"))  # what trainer-fit saves as best.keras
+    assert {layer.dtype_policy.name for layer in copy.layers} == {"float32"}
+    assert all(np.array_equal(a, b) for a, b in zip(copy.get_weights(), model.get_weights(), strict=True))
+    np.testing.assert_allclose(np.asarray(copy(x, training=False)), probs, atol=0.05)  # 16-bit rounding only
