@@ -11,6 +11,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from benchmarks.limits import openvino_version
 from benchmarks.timing import rounded
 
 ISA_FLAGS = ("fma", "avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8")
@@ -61,7 +62,8 @@ def _blas() -> str:
 
 
 def versions() -> dict[str, Any]:
-    """Versions of Python and of the libraries measured (TensorFlow and Keras filled in later)."""
+    """Versions of Python and of the libraries measured (TensorFlow and Keras filled in later; OpenVINO None
+    where it is not installed)."""
     import onnxruntime as ort  # lazily, as in the runtime: heavy, and only the measured runs need it
 
     try:
@@ -77,6 +79,7 @@ def versions() -> dict[str, Any]:
         "opencv": cv2.__version__,
         "opencv_threads": cv2.getNumThreads(),
         "onnxruntime": ort.__version__,
+        "openvino": openvino_version(),
         "matplotlib": mpl,
         "tensorflow": None,
         "keras": None,

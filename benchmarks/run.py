@@ -3,17 +3,25 @@
 What one run measures, in this order:
 
 1. The machine: CPU model, cores, ISA flags, load average (start and end), library versions.
-2. The CPU's fp32 GEMM rate (numpy matmul, best of several): the yardstick for the model.
+2. The machine's measured limits (:mod:`benchmarks.limits`): fp32 matrix throughput (numpy's
+   GEMM and OpenVINO's), bf16 and int8 (OpenVINO's products on the CPU's bf16/int8 units,
+   checked in its executable graph); without OpenVINO the bf16/int8 rows say how to install it.
 3. The shipped ONNX model (and its ``<stem>.fp16.onnx`` / ``<stem>.int8.onnx`` siblings) on
-   onnxruntime CPU (and CUDA when present) at several batch sizes: ms per batch p50/p99, faces/s,
-   GFLOP/s and the fraction of the GEMM rate it reaches.
+   every engine (``--provider``; ``auto``: onnxruntime CPU, OpenVINO when installed, with a
+   second row under its bf16 hint for the fp32 file, CUDA when present) at several batch sizes:
+   ms per batch p50/p99, faces/s, GFLOP/s, the fraction of the limit of its precision, and the
+   argmax agreement of each (variant, engine) with fp32 on onnxruntime CPU on real faces.
 4. The same network in Keras (random weights unless ``--keras``): ``model.predict`` on one face
    (what the original notebook did per face) and a direct ``model(x, training=False)`` call.
 5. Frames/s on real video, decoded once into memory: the project's :class:`runtime.Pipeline`
-   (headless, emoji on) and a faithful re-creation of the original notebook loop on the SAME
-   frames, with per-frame p50/p99, the ratio, the project's stage shares and the fraction of
-   frames with a face found.
-6. The targets (goals, never asserted) beside the figures, each marked met or missed.
+   (headless, emoji on) in three configurations (:func:`benchmarks.pipeline_bench.pipeline_configs`:
+   the last release's, runtime-live's defaults, INT8 on the best engine) and a faithful
+   re-creation of the original notebook loop on the SAME frames, each with per-frame p50/p99,
+   its ratio to the original loop, stage shares, the fraction of frames with a face found and
+   its model's agreement with fp32.
+6. The targets (goals, never asserted) beside the figures, each marked met or missed; the
+   pipeline's are judged on the fastest configuration that finds faces within one point of the
+   last release's and whose model agrees with fp32 on >= 99 % of the real faces.
 
 Output: ``benchmark-<UTC stamp>[-quick].json`` and ``.png`` in ``--out-dir`` (default
 ``benchmarks/results`` under the working directory) plus copies named
@@ -23,7 +31,8 @@ against it. Keras parts need TensorFlow (the ``[train]`` extra); without it they
 as skipped with the reason.
 
 This module is the command line; each section of a run has its module: :mod:`benchmarks.timing`
-(modes), :mod:`benchmarks.machine`, :mod:`benchmarks.model_bench`, :mod:`benchmarks.keras_bench`,
+(modes), :mod:`benchmarks.machine`, :mod:`benchmarks.limits`, :mod:`benchmarks.model_bench`,
+:mod:`benchmarks.keras_bench`,
 :mod:`benchmarks.pipeline_bench`, :mod:`benchmarks.targets` (targets, schema) and
 :mod:`benchmarks.report` (table, chart, files).
 """
@@ -43,18 +52,30 @@ from typing import Any
 import cv2
 
 from benchmarks.keras_bench import RANDOM_WEIGHTS, bench_keras, import_keras, load_keras_model
+from benchmarks.limits import measure_limits
 from benchmarks.machine import gemm_rate, load_avg, machine_info, versions
-from benchmarks.model_bench import FACE_COUNT, MODEL_FIX, bench_models, bench_providers, model_faces, peak_of
-from benchmarks.pipeline_bench import bench_clip, decode_clip
+from benchmarks.model_bench import (
+    FACE_COUNT,
+    MODEL_FIX,
+    bench_models,
+    bench_providers,
+    model_faces,
+    model_variants,
+    peak_of,
+    reference_classes,
+)
+from benchmarks.pipeline_bench import bench_clip, decode_clip, pipeline_configs
 from benchmarks.report import format_table, write_outputs
 from benchmarks.targets import REQUIRED_FIELDS as REQUIRED_FIELDS  # re-exported: the schema, for readers of run.py
-from benchmarks.targets import SCHEMA, TARGETS, evaluate_targets, main_clip, validate
+from benchmarks.targets import SCHEMA, TARGETS, config_of, evaluate_targets, main_clip, validate
 from benchmarks.timing import FULL, QUICK, Mode, log, rounded, shown_path
+from runtime.backends import PROVIDERS
 from runtime.classifier import EmotionClassifier, default_model_path
 from runtime.cli_support import EXIT_FAILED, SEED, THREADS, ArgumentParser, Number, UserError, path_arg, run_main
-from runtime.pipeline import Pipeline
+from runtime.errors import ModelError
 from trainer.cli_common import SHARED, inference_errors, shared_path, terminate_as_interrupt, write_errors
 
+LIMIT_SECONDS = {True: 0.3, False: 1.0}  # --quick or not: seconds of calls of each OpenVINO matrix product
 #: Results go under the working directory (in the project's checkout: the committed benchmarks/results),
 #: never beside this file: after `pip install .` that is inside site-packages.
 DEFAULT_OUT_DIR = Path("benchmarks") / "results"
@@ -72,9 +93,10 @@ def _parser() -> ArgumentParser:
                    f"{QUICK.original_frames}")
     p.add_argument("--model", type=path_arg, default=None, help="ONNX model (default: the shipped model); "
                    "<stem>.fp16.onnx and <stem>.int8.onnx beside it are timed too")
-    p.add_argument("--provider", choices=["auto", "cpu", "cuda"], default="auto",
-                   help="onnxruntime provider(s): auto is CPU, plus CUDA when onnxruntime has it")
-    p.add_argument("--threads", type=THREADS, default=0, help="onnxruntime intra-op threads (0: one per core)")
+    p.add_argument("--provider", choices=PROVIDERS, default="auto",
+                   help="engine(s) to time: auto is every one installed (onnxruntime CPU, OpenVINO with its f32 and "
+                        "bf16 hints, CUDA); the pipeline's default configuration runs on this one")
+    p.add_argument("--threads", type=THREADS, default=0, help="inference threads (0: one per core)")
     p.add_argument("--faces", type=path_arg, default=None,
                    help=f"FER2013-layout folder of real faces for the model runs (default: {faces}; "
                         "random images if missing)")
@@ -155,22 +177,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     fp32 = EmotionClassifier(model_path, provider="cpu", threads=args.threads)  # checks the file and contract
     result: dict[str, Any] = {"schema": SCHEMA, "quick": mode.quick, "date_utc": now.isoformat(timespec="seconds"),
                               "wall_s": 0.0, "machine": machine_info(), "versions": versions()}
-    providers = bench_providers(args.provider)
+    try:
+        providers = bench_providers(args.provider)
+        configs = pipeline_configs(model_path, dict(model_variants(model_path))["int8"], args.provider, args.threads)
+    except ModelError as exc:  # --provider cuda or openvino, not installed: the message has the pip command
+        raise UserError(f"--provider {args.provider}: {exc}") from None
     result["providers"] = providers
 
-    log(f"GEMM {mode.gemm_n}^3 float32, best of {mode.gemm_repeats}")
+    log(f"GEMM {mode.gemm_n}^3 float32, best of {mode.gemm_repeats}; fp32, bf16 and int8 limits")
     result["gemm"] = gemm_rate(mode.gemm_n, mode.gemm_repeats, args.seed)
+    result["limits"] = measure_limits(result["gemm"], mode.gemm_n, mode.gemm_repeats, LIMIT_SECONDS[mode.quick],
+                                      args.seed)
     faces_dir = args.faces if args.faces is not None else shared_path(*DEFAULT_FACES)
-    x, faces_source = model_faces(faces_dir, FACE_COUNT, fp32.spec.input_shape, args.seed)
-    result["model"] = {"faces": faces_source, **bench_models(model_path, providers, x, mode, args.threads,
-                                                             result["gemm"]["gflops"])}
+    faces = model_faces(faces_dir, FACE_COUNT, fp32.spec.input_shape, args.seed)
+    reference = reference_classes(model_path, faces, args.threads)
+    result["model"] = {"faces": faces.source, **bench_models(model_path, providers, faces, mode, args.threads,
+                                                             result["limits"], reference)}
 
     limit = 0 if not (mode.frames and mode.original_frames) else max(mode.frames, mode.original_frames)
     clips = [decode_clip(path, limit, default) for path, default in clip_paths]
-
-    def make_pipeline() -> Pipeline:
-        provider = "cuda" if "cuda" in providers and args.provider != "cpu" else "cpu"
-        return Pipeline(classifier=EmotionClassifier(model_path, provider=provider, threads=args.threads))
 
     env = import_keras(args.no_keras)
     result["versions"].update(env.versions)
@@ -180,11 +205,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if env.keras is not None:
         keras_model, weights = load_keras_model(args.keras)
         with inference_errors(f"timing the Keras model {weights}", "give a .keras model from trainer-fit"):
-            result["keras"] = bench_keras(keras_model, x[0], mode.keras, weights, env.device)
+            result["keras"] = bench_keras(keras_model, faces.x[0], mode.keras, weights, env.device)
     else:
         log(f"keras parts skipped: {env.skipped}")
     with inference_errors("timing the pipeline on video", MODEL_FIX):
-        result["pipeline"] = {"clips": [bench_clip(c, mode, make_pipeline, keras_model, env.skipped) for c in clips]}
+        result["pipeline"] = {"clips": [bench_clip(c, mode, configs, faces.agreement_set, reference, keras_model,
+                                                   env.skipped) for c in clips]}
 
     result["machine"]["load_avg_1m_end"] = load_avg()
     result["targets"] = evaluate_targets(result)
@@ -196,11 +222,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(format_table(result), file=sys.stderr)
     default_clip = main_clip(result)
+    target = config_of(default_clip) or {}
     print(json.dumps({
         "json": str(json_path), "png": str(png_path) if png_path else None, "quick": mode.quick,
         "fp32_faces_per_s": (peak_of(result, "fp32") or {}).get("faces_per_s"),
-        "pipeline_fps": default_clip["project"]["fps"], "pipeline_p99_ms": default_clip["project"]["p99_ms"],
-        "original_fps": default_clip["original"].get("fps"), "ratio": default_clip["ratio"],
+        "limits": result["limits"]["best"], "pipeline_config": default_clip["target_config"],
+        "pipeline_fps": target.get("fps"), "pipeline_p99_ms": target.get("p99_ms"),
+        "original_fps": default_clip["original"].get("fps"), "ratio": target.get("ratio"),
         "targets_met": sum(bool(t["met"]) for t in result["targets"].values()), "targets": len(TARGETS),
     }), flush=True)
     problems = validate(result)

@@ -18,6 +18,7 @@ from tests.conftest import assert_user_error, run_cli
 
 QUICK_TIMEOUT_S = 300  # generous: a quick run takes well under 2 minutes even on a loaded 2-core machine
 HAS_TF = importlib.util.find_spec("tensorflow") is not None
+HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
 
 
 def _quick(out_dir: Path, env: dict | None = None) -> tuple[dict, dict]:
@@ -39,10 +40,12 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory, video_path: Path) -> tup
 
 
 def _hidden_tf_env(root: Path) -> dict[str, str]:
-    """An environment in which ``import tensorflow`` / ``import keras`` fail as if not installed."""
+    """An environment in which ``import tensorflow`` / ``import keras`` fail as if not installed, and OpenVINO
+    is not found at all (``find_spec`` None: a ``None`` in ``sys.modules``, set by a ``sitecustomize``)."""
     for name in ("tensorflow", "keras"):
         (root / name).mkdir(parents=True)
         (root / name / "__init__.py").write_text(f"raise ImportError('{name} hidden by the test')\n")
+    (root / "sitecustomize.py").write_text("import sys\nsys.modules['openvino'] = None  # hidden by the test\n")
     return {"PYTHONPATH": str(root)}
 
 
@@ -75,23 +78,73 @@ def test_quick_run_has_every_required_field(quick_run: tuple[Path, dict, dict]) 
     assert all(math.isfinite(r["faces_per_s"]) and r["faces_per_s"] > 0 for r in runs)
     clip = result["pipeline"]["clips"][0]
     assert clip["default"] is True and (clip["width"], clip["height"]) == (640, 360)
-    assert abs(sum(clip["project"]["stage_share"].values()) - 1) < 0.01
+    configs = {c["name"]: c for c in clip["configs"]}
+    assert list(configs) == ["release", "default", "fast"]
+    assert configs["release"]["provider"] == "cpu" and configs["release"]["detector"]["search_lag"] == 0
+    assert configs["release"]["model_agreement"] == 1.0  # fp32 on onnxruntime CPU is the reference itself
+    for config in configs.values():
+        assert abs(sum(config["stage_share"].values()) - 1) < 0.01, config["name"]
+    assert clip["target_config"] in configs
     assert set(result["targets"]) == {t.key for t in TARGETS}
     for target in result["targets"].values():
         assert (target["value"] is None) == (target["met"] is None)
 
 
 @pytest.mark.slow  # the quick_run fixture runs benchmark --quick (~25 s)
+def test_quick_run_times_every_engine_with_its_agreement_on_real_faces(quick_run: tuple[Path, dict, dict],
+                                                                      fer_dir: Path) -> None:
+    """Every (variant, engine) has an agreement with fp32 on onnxruntime CPU, recomputed here on the same faces."""
+    import numpy as np
+
+    from benchmarks.model_bench import FACE_COUNT, agreement, model_faces, open_predictor
+    from runtime.classifier import default_model_path
+
+    _, _, result = quick_run
+    model = result["model"]
+    engines = ["cpu", "openvino", "openvino-bf16"] if HAS_OPENVINO else ["cpu"]
+    assert result["providers"][: len(engines)] == engines
+    peaks = {(p["variant"], p["provider"]): p for p in model["peak"]}
+    assert ("fp32", "cpu") in peaks and peaks[("fp32", "cpu")]["agreement"] == 1.0
+    assert {v for v, e in peaks if e == "openvino-bf16"} <= {"fp32"}  # the bf16 hint: the fp32 file only
+    assert model["agreement_real"] is True and model["agreement_faces"] >= 400
+    faces = model_faces(fer_dir / "test", FACE_COUNT, (48, 48, 1), seed=0)  # the benchmark's default seed
+    assert faces.distinct == model["agreement_faces"]
+    reference = np.argmax(open_predictor(default_model_path(), "cpu", 0)[0](faces.agreement_set), axis=1)
+    for (variant, engine), peak in peaks.items():
+        if engine == "cpu":  # onnxruntime CPU is deterministic: the same figure again
+            path = default_model_path() if variant == "fp32" else default_model_path().with_suffix(f".{variant}.onnx")
+            assert agreement(open_predictor(path, "cpu", 0)[0], faces.agreement_set, reference) == {
+                k: peak[k] for k in ("agreement", "disagreements")}, variant
+        assert peak["disagreements"] == round((1 - peak["agreement"]) * model["agreement_faces"])
+        assert (peak["limit"] is None) == (peak["limit_fraction"] is None)
+
+
+@pytest.mark.slow  # the quick_run fixture runs benchmark --quick (~25 s)
+def test_quick_run_measures_the_limits(quick_run: tuple[Path, dict, dict]) -> None:
+    _, _, result = quick_run
+    rows = {(r["precision"], r["engine"]): r for r in result["limits"]["rows"]}
+    assert not rows[("fp32", "numpy")]["skipped"] and result["limits"]["best"]["fp32"] > 0
+    for precision in ("bf16", "int8"):
+        row = rows[(precision, "openvino")]
+        if not HAS_OPENVINO:
+            assert 'pip install "emocam[openvino]"' in row["skipped"]
+        elif not row["skipped"]:  # measured only when OpenVINO's executable graph ran it in that precision
+            assert row["ran_as"] in {"bf16": ("bf16",), "int8": ("u8", "i8")}[precision]
+            assert result["limits"]["best"][precision] >= row["g_per_s"]
+
+
+@pytest.mark.slow  # the quick_run fixture runs benchmark --quick (~25 s)
 def test_quick_run_keras_parts_match_the_environment(quick_run: tuple[Path, dict, dict]) -> None:
     _, _, result = quick_run
     clip = result["pipeline"]["clips"][0]
+    ratios = [c["ratio"] for c in clip["configs"] if not c["skipped"]]
     if HAS_TF:
         assert result["keras"]["skipped"] is None
         assert result["versions"]["tensorflow"]
-        assert clip["original"]["skipped"] is None and clip["ratio"] > 0
+        assert clip["original"]["skipped"] is None and all(r > 0 for r in ratios)
     else:
         assert "emocam[train]" in result["keras"]["skipped"]
-        assert clip["original"]["skipped"] and clip["ratio"] is None
+        assert clip["original"]["skipped"] and ratios == [None] * len(ratios)
 
 
 @pytest.mark.slow  # the quick_run fixture runs benchmark --quick (~25 s)
@@ -100,21 +153,30 @@ def test_validate_reports_missing_and_non_finite_fields(quick_run: tuple[Path, d
     broken = copy.deepcopy(result)
     del broken["gemm"]["gflops"]
     broken["model"]["runs"][0]["p99_ms"] = float("nan")
-    broken["pipeline"]["clips"][0]["project"]["fps"] = -1.0
+    broken["pipeline"]["clips"][0]["configs"][0]["fps"] = -1.0
+    broken["limits"]["rows"][0]["g_per_s"] = 0
     problems = validate(broken)
     assert any(p.startswith("gemm.gflops") for p in problems)
     assert any(p.startswith("model.runs[].p99_ms") for p in problems)
-    assert any(p.startswith("pipeline.clips[].project.fps") for p in problems)
+    assert any(p.startswith("pipeline.clips[].configs[].fps") for p in problems)
+    assert any(p.startswith("limits.rows[].g_per_s") for p in problems)
 
 
 def test_quick_run_without_tensorflow_skips_keras_parts(tmp_path: Path, video_path: Path) -> None:
+    """Nor OpenVINO: its limits are skipped with the pip command, and every row runs on onnxruntime."""
     summary, result = _quick(tmp_path / "out", env=_hidden_tf_env(tmp_path / "hide"))
     assert validate(result) == []
     assert "emocam[train]" in result["keras"]["skipped"]
-    assert result["versions"]["tensorflow"] is None
+    assert result["versions"]["tensorflow"] is None and result["versions"]["openvino"] is None
+    assert result["providers"] == ["cpu"] and {p["provider"] for p in result["model"]["peak"]} == {"cpu"}
+    skipped = {r["precision"]: r["skipped"] for r in result["limits"]["rows"] if r["engine"] == "openvino"}
+    assert set(skipped) == {"fp32", "bf16", "int8"}
+    assert all('pip install "emocam[openvino]"' in why for why in skipped.values())
+    assert result["limits"]["best"]["bf16"] is None and result["limits"]["best"]["int8"] is None
     clip = result["pipeline"]["clips"][0]
     assert clip["original"]["skipped"] == result["keras"]["skipped"]
-    assert clip["ratio"] is None and summary["ratio"] is None
+    assert all(c["provider"] == "cpu" for c in clip["configs"] if not c["skipped"])
+    assert all(c["ratio"] is None for c in clip["configs"] if not c["skipped"]) and summary["ratio"] is None
     assert result["targets"]["pipeline_vs_original"]["met"] is None
     if importlib.util.find_spec("matplotlib") is None:  # no chart without the [train] extra
         assert summary["png"] is None
@@ -125,10 +187,12 @@ def test_quick_run_without_tensorflow_skips_keras_parts(tmp_path: Path, video_pa
 @pytest.mark.parametrize(
     ("args", "needle"),
     [(["--video", "no-such-clip.mp4"], "no-such-clip.mp4"), (["--frames", "0"], "--frames"),
-     (["--keras", "no-such.keras"], "--keras")],
+     (["--keras", "no-such.keras"], "--keras"), (["--provider", "openvino"], 'pip install "emocam[openvino]"')],
 )
 def test_user_errors_are_one_line(tmp_path: Path, args: list[str], needle: str) -> None:
-    proc = run_cli("benchmarks", "--quick", "--out-dir", str(tmp_path), *args, timeout=120)
+    """``--provider openvino`` where OpenVINO is not installed (hidden here) names the pip command."""
+    env = _hidden_tf_env(tmp_path.parent / f"{tmp_path.name}-hide") if "--provider" in args else None
+    proc = run_cli("benchmarks", "--quick", "--out-dir", str(tmp_path), *args, timeout=120, env=env)
     assert_user_error(proc, 2, needle)
     assert not list(tmp_path.iterdir()), "nothing is written on a user error"
 
