@@ -114,8 +114,9 @@ class Pipeline:
         lost = False
         if len(boxes):
             boxes = self.detector.detect_near(gray, self._boxes.xyxy)
-            if len(boxes) < len(self._boxes):  # a face was lost: look twice as far around every box
-                wider = self.detector.detect_near(gray, self._boxes.xyxy, grow=1.0, face_px=96)
+            if len(boxes) < len(self._boxes):  # a face was lost: look further, finer, at a higher resolution
+                wider = self.detector.detect_near(gray, self._boxes.xyxy, grow=0.75, face_px=64,
+                                                  scale_factor=self.detector.scale_factor)
                 boxes = wider if len(wider) > len(boxes) else boxes
             lost = len(boxes) < len(self._boxes)
         found = self._search.collect(n)
