@@ -133,7 +133,7 @@ def _plain_predict(path: Path, provider: str, threads: int, precision: str = "f3
         raise ModelError(f"{path} does not load in {provider}: {first_line(exc, 160)}") from None
     if provider == "cuda" and backend.name != "cuda":
         raise ModelError("onnxruntime fell back to the CPU for CUDA")
-    return lambda x: backend.run(np.ascontiguousarray(x, dtype=np.float32))
+    return backend.run
 
 
 def open_predictor(path: Path, provider: str, threads: int) -> tuple[Predict, str]:
