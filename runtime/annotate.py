@@ -184,15 +184,34 @@ class EmojiAnnotator:
         """Draw the emoji of every classified face on ``frame`` (BGR, in place) and return it."""
         if not len(faces) or faces.probs is None:
             return frame
-        fw = frame.shape[1]
+        fh, fw = frame.shape[:2]
         for (x1, y1, x2, y2), label in zip(faces.xyxy, faces.labels, strict=True):
             side = snap_side(round(max(x2 - x1, y2 - y1) * self.scale))
             cx, cy = (x1 + x2) // 2, (y1 + y2) // 2
-            x = cx - side // 2  # over the face
-            if self.placement == "beside":  # right of the face, or left of it where the frame's edge would cut it
-                x = x2 if x2 + side <= fw or x1 - side < 0 else x1 - side
-            blend(frame, self.sprite(label, side), x, cy - side // 2)
+            x, y = cx - side // 2, cy - side // 2  # over the face
+            if self.placement == "beside":
+                x, y, side = beside(int(x1), int(x2), int(cy), side, int(fw), int(fh))
+                if side < 1:
+                    continue
+            blend(frame, self.sprite(label, side), x, y)
         return frame
+
+
+def beside(x1: int, x2: int, cy: int, side: int, fw: int, fh: int) -> tuple[int, int, int]:
+    """Where a ``side``-pixel emoji goes beside a face spanning ``x1..x2``: ``(x, y, side)``.
+
+    To the right of the face when it fits, else to its left; where neither side has room, the
+    emoji shrinks (to a sprite side of the ladder) into the roomier one, so it is never cut off
+    by the frame's edge and never covers the face. Vertically centred on the face, kept inside
+    the frame. A side of 0 means there is no room at all.
+    """
+    right, left = fw - x2, x1
+    if right < side and left < side:
+        room = max(right, left)
+        side = room if room <= EXACT_SIDE else _LADDER[bisect.bisect_right(_LADDER, room) - 1]
+    x = x2 if right >= side else x1 - side
+    y = min(max(cy - side // 2, 0), max(fh - side, 0))
+    return x, y, side
 
 
 class LabelAnnotator:

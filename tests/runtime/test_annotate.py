@@ -12,6 +12,7 @@ import pytest
 from runtime.annotate import (
     EmojiAnnotator,
     LabelAnnotator,
+    beside,
     blend,
     default_emoji_dir,
     load_emoji,
@@ -100,6 +101,25 @@ def test_beside_placement_leaves_the_face_visible(solid_dir: Path):
     annotator.annotate(frame, classified([(300, 50, 380, 130)], ["sad"]))
     assert tuple(int(v) for v in frame[90, 260]) == COLOURS["sad"]
     assert tuple(int(v) for v in frame[90, 340]) == (128, 128, 128)
+
+
+def test_beside_is_never_cut_by_the_frame_edge(solid_dir: Path):
+    """Issue 16: on the README's demo the emoji beside a large face ran off the frame. With room on
+    neither side it shrinks into the roomier one; near the top it stays inside the frame."""
+    annotator = EmojiAnnotator(solid_dir, FER2013_LABELS, placement="beside")
+    frame = grey(300, 400)
+    face = (120, 0, 300, 180)  # a 180-px emoji: 100 px free on the right, 120 on the left
+    annotator.annotate(frame, classified([face], ["happy"]))
+    painted = (frame != 128).any(axis=2)
+    assert not painted[0:180, 120:300].any()  # the face stays visible
+    cols = np.where(painted.any(axis=0))[0]
+    rows = np.where(painted.any(axis=1))[0]
+    assert cols.max() < 120 and 100 <= cols.max() + 1 - cols.min() <= 120  # shrunk into the left gap, not to nothing
+    assert rows.min() == 90 - (cols.max() + 1 - cols.min()) // 2  # centred on the face
+    x, y, side = beside(120, 300, 20, 180, 400, 300)  # a face near the top: kept inside the frame
+    assert x >= 0 and x + side <= 120 and y == 0 and side <= 120
+    assert beside(150, 280, 65, 129, 400, 300) == (21, 1, 129)  # fits on the left: full size
+    assert beside(0, 400, 65, 130, 400, 300)[2] == 0  # no room at all: nothing drawn
 
 
 def test_boxes_partly_outside_the_frame(solid_dir: Path):
