@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.quant_study import CSV_FIELDS, SHIPPED, agreement, excluded_nodes, main
+from benchmarks.quant_study import CSV_FIELDS, SHIPPED, agreement, excluded_nodes, main, quantize
 from models import DEFAULT_MODEL
 from trainer.data import load_folder_split
 
@@ -93,3 +93,15 @@ def test_ops_kept_float_are_the_first_conv_and_the_head() -> None:
     assert excluded_nodes(proto, ()) == []
     assert excluded_nodes(proto, ("first-conv", "head")) == [
         "emotion_cnn_1/conv1_1/BiasAdd", "emotion_cnn_1/probs_1/MatMul", "emotion_cnn_1/probs_1/Softmax"]
+
+
+def test_the_shipped_variant_is_what_the_exporter_writes(fer_dir: Path, tmp_path: Path) -> None:
+    import onnx
+
+    from export.variants import to_int8
+
+    calib = load_folder_split(fer_dir / "train", limit_per_class=2).x.astype(np.float32)
+    quantize(DEFAULT_MODEL, tmp_path / "study.onnx", calib, SHIPPED)
+    to_int8(DEFAULT_MODEL, tmp_path / "export.onnx", calib)
+    study, export = (onnx.load(tmp_path / name).graph for name in ("study.onnx", "export.onnx"))
+    assert study.SerializeToString() == export.SerializeToString()
