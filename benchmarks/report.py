@@ -28,8 +28,8 @@ def _limit_lines(result: dict[str, Any]) -> list[str]:
         if row["skipped"]:
             lines.append(f"  {name:<15} skipped: {row['skipped']}")
         else:
-            lines.append(f"  {name:<15} {row['g_per_s']:8.0f} {row['unit']:<8} n={row['n']}, {row['kernel']}, ran as "
-                         f"{row['ran_as']}: {row['g_per_s'] * 1e9 / flops:6.0f} faces/s")
+            lines.append(f"  {name:<15} {row['g_per_s']:7.0f} {row['unit']:<8} = {row['g_per_s'] * 1e9 / flops:5.0f} "
+                         f"faces/s  ({row['shape']}, {row['kernel']}, ran as {row['ran_as']})")
     return lines
 
 

@@ -186,8 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     log(f"GEMM {mode.gemm_n}^3 float32, best of {mode.gemm_repeats}; fp32, bf16 and int8 limits")
     result["gemm"] = gemm_rate(mode.gemm_n, mode.gemm_repeats, args.seed)
-    result["limits"] = measure_limits(result["gemm"], mode.gemm_n, mode.gemm_repeats, LIMIT_SECONDS[mode.quick],
-                                      args.seed)
+    result["limits"] = measure_limits(result["gemm"], mode.gemm_repeats, LIMIT_SECONDS[mode.quick], args.seed)
     faces_dir = args.faces if args.faces is not None else shared_path(*DEFAULT_FACES)
     faces = model_faces(faces_dir, FACE_COUNT, fp32.spec.input_shape, args.seed)
     reference = reference_classes(model_path, faces, args.threads)
