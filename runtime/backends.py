@@ -8,7 +8,10 @@ Both read the same ONNX file. :func:`open_backend` turns a ``provider`` name int
 - ``openvino``: the ``openvino`` runtime (``pip install "emocam[openvino]"``, beside onnxruntime).
   On the shipped INT8 file it runs 2-3x onnxruntime's INT8 here (AMX/VNNI); the file's float
   ops run in float32 (no bf16 down-cast: the answers match onnxruntime's);
-- ``auto``: CUDA when onnxruntime has it, else OpenVINO when installed, else the CPU provider.
+- ``auto``: CUDA when onnxruntime has it; else OpenVINO when installed and the file is quantized
+  (INT8); else onnxruntime's CPU provider. On a float file OpenVINO (float32 kept) was no faster
+  than onnxruntime here (249 against 287 faces/s at batch 1 for the shipped fp32 file), so auto
+  leaves float files on onnxruntime.
 
 Why the ``openvino`` package and not onnxruntime's OpenVINO execution provider: on the shipped
 INT8 file both ran at the same faces/s here (within noise), but the execution provider is a
@@ -20,6 +23,7 @@ lags its releases, while ``openvino`` (180 MB) installs beside it, so ``[gpu]`` 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -166,7 +170,8 @@ class OpenVinoBackend:
 
 
 def resolve_provider(provider: str) -> str:
-    """The engine ``provider`` names: ``auto`` becomes cuda, openvino or cpu, in that order.
+    """The engine ``provider`` names: ``auto`` becomes cuda, openvino or cpu, in that order
+    (:func:`open_backend` then keeps float files off OpenVINO).
 
     Raises:
         ModelError: CUDA or OpenVINO was asked for and is not installed (the message gives the
@@ -191,14 +196,29 @@ def resolve_provider(provider: str) -> str:
     return provider
 
 
+#: Operators only a quantized (INT8) ONNX file holds: their names appear in its bytes.
+QUANTIZED_OPS = (b"QuantizeLinear", b"QLinearConv", b"QLinearMatMul", b"ConvInteger", b"MatMulInteger")
+
+
+def is_quantized(model: str | bytes) -> bool:
+    """Whether an ONNX file (a path or its bytes) holds quantized operators (a few ms for the shipped files)."""
+    data = model if isinstance(model, bytes) else Path(model).read_bytes()
+    return any(op in data for op in QUANTIZED_OPS)
+
+
 def open_backend(model: str | bytes, provider: str = "auto", threads: int = 0) -> Backend:
     """The engine for ``provider`` (see :func:`resolve_provider`) with ``model`` loaded.
+
+    ``auto`` runs a float file on onnxruntime even where OpenVINO is installed (see the module's
+    notes); ``openvino`` runs any file there.
 
     Raises:
         ModelError: The provider is not installed.
         Exception: The engine's own error for a file it cannot load (the caller words it).
     """
     engine = resolve_provider(provider)
+    if provider == "auto" and engine == "openvino" and not is_quantized(model):
+        engine = "cpu"
     if engine == "openvino":
         return OpenVinoBackend(model, threads)
     return OrtBackend(model, engine, threads)

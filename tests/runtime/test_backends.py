@@ -15,7 +15,8 @@ from runtime.classifier import EmotionClassifier
 from runtime.errors import ModelError
 from tests.conftest import assert_user_error, run_cli
 
-needs_openvino = pytest.mark.skipif(not backends.openvino_installed(),
+_has_openvino = backends.openvino_installed()
+needs_openvino = pytest.mark.skipif(not _has_openvino,
                                     reason='OpenVINO is not installed (pip install "emocam[openvino]")')
 
 
@@ -68,6 +69,10 @@ def test_auto_prefers_openvino_then_cpu(monkeypatch: pytest.MonkeyPatch) -> None
         pytest.skip("this onnxruntime has CUDA: auto picks it first")
     monkeypatch.setattr(backends, "openvino_installed", lambda: True)
     assert resolve_provider("auto") == "openvino"
+    if _has_openvino:
+        # a float file stays on onnxruntime (OpenVINO was no faster on it); an INT8 file goes to OpenVINO
+        assert EmotionClassifier("fp32").provider == "cpu"
+        assert EmotionClassifier("int8").provider == "openvino"
     monkeypatch.setattr(backends, "openvino_installed", lambda: False)
     assert resolve_provider("auto") == "cpu"
     assert EmotionClassifier("int8").provider == "cpu"
@@ -90,6 +95,13 @@ def test_runtime_live_on_openvino_says_so(media_dir: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "on openvino" in proc.stderr
     assert '"provider": "openvino"' in proc.stdout
+
+
+def test_only_quantized_files_count_as_int8() -> None:
+    from models import DEFAULT_MODEL, INT8_MODEL
+
+    assert backends.is_quantized(str(INT8_MODEL)) and backends.is_quantized(INT8_MODEL.read_bytes())
+    assert not backends.is_quantized(str(DEFAULT_MODEL))
 
 
 def test_runtime_live_refuses_an_unknown_provider() -> None:

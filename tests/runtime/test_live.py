@@ -78,9 +78,9 @@ def test_full_video_summary(full_run):
     proc, out = full_run
     summary = summary_of(proc.stdout)
     assert summary["frames"] == VIDEO_FRAMES
-    from runtime.backends import resolve_provider
+    from runtime.classifier import EmotionClassifier
 
-    assert summary["provider"] == resolve_provider("auto")  # auto: CUDA, else OpenVINO when installed, else CPU
+    assert summary["provider"] == EmotionClassifier().provider  # auto: the engine the default model runs on
     assert summary["wall_s"] > 0 and summary["fps"] > 0
     assert 0 < summary["p50_ms"] <= summary["p99_ms"]
     assert summary["stopped_by"] == "end of source"
