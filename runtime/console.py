@@ -10,10 +10,15 @@ base install) is one line naming the extra.
 
 from __future__ import annotations
 
-import importlib
-import signal
 import sys
-from collections.abc import Callable
+
+try:  # `import signal` builds its enums (milliseconds): a Ctrl-C then is an exit, not a traceback
+    import importlib
+    import signal
+    from collections.abc import Callable
+except KeyboardInterrupt:
+    sys.stderr.write("interrupted\n")
+    raise SystemExit(130) from None
 
 EXIT_INTERRUPTED = 130  # as runtime.cli_support.EXIT_INTERRUPTED (not imported: that would defeat the point)
 EXIT_USAGE = 2  # as runtime.errors.EXIT_USAGE: a missing extra is the user's to install
@@ -22,8 +27,12 @@ EXIT_USAGE = 2  # as runtime.errors.EXIT_USAGE: a missing extra is the user's to
 def _entry(module: str, prog: str) -> Callable[[], int]:
     def main() -> int:
         received: list[int] = []  # Ctrl-C during the import is noted, not raised inside a half-imported module
-        ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # started in the background: left ignored
-        previous = None if ignored else signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+        try:
+            ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # started in the background: left ignored
+            previous = None if ignored else signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+        except KeyboardInterrupt:  # before the handler above was in place
+            sys.stderr.write(f"{prog}: interrupted\n")
+            return EXIT_INTERRUPTED
         try:
             cli = importlib.import_module(module).cli
         except ModuleNotFoundError as exc:  # an extra's module imported at the top (keras on a base install)
