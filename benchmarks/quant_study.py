@@ -220,7 +220,8 @@ def _log(message: str) -> None:
 
 
 def study(model: Path, faces: Split, calib: np.ndarray, variants: Sequence[Variant], engines: Sequence[str],
-          budget: Budget, rounds: int, threads: int, keep: Path | None = None) -> list[dict[str, Any]]:
+          budget: Budget, rounds: int, threads: int, keep: Path | None = None
+          ) -> tuple[list[dict[str, Any]], list[float]]:
     """Build, check and time every variant on every engine; one row per (variant, engine).
 
     Args:
@@ -230,12 +231,14 @@ def study(model: Path, faces: Split, calib: np.ndarray, variants: Sequence[Varia
         variants: The variants; ``fp32`` on onnxruntime CPU is always measured (the reference).
         engines: The engines to run each variant on (each variant also limits its own).
         budget: Timing budget of one (variant, engine, batch) measurement.
-        rounds: Timing passes over every (variant, engine), interleaved; the fastest pass counts.
+        rounds: Timing passes over every (variant, engine), interleaved; the fastest pass counts
+            (each pass's faces/s are in the row's ``rounds``).
         threads: Intra-op threads of each engine (0: one per core).
         keep: Copy every variant built here into this folder (else they are deleted).
 
     Returns:
-        The rows; a variant that fails to build or run has its ``error`` set and no measurements.
+        The rows, and the load average after each timing pass. A variant that fails to build or
+        run has its ``error`` set and no measurements.
     """
     x = faces.x.astype(np.float32)
     variants = [FP32, *(v for v in variants if v.name != FP32.name)]
@@ -272,21 +275,22 @@ def study(model: Path, faces: Split, calib: np.ndarray, variants: Sequence[Varia
                 row.update(agreement(reference, probs, faces.y))
                 runs[len(rows) - 1] = run
                 _log(f"{variant.name} on {engine}: agreement {row['agreement']:.4f}, accuracy {row['accuracy']:.4f}")
-        for r in range(rounds):
-            for i, run in runs.items():
+        loads: list[float] = []  # the 1-minute load average after each pass: other work on the CPU
+        for r in range(rounds):  # every other pass in reverse order: a slow spell hits different rows
+            for i in list(runs)[:: 1 if r % 2 == 0 else -1]:
                 for b in BATCHES:
-                    fps = faces_per_s(run, x, b, budget)
-                    key = f"faces_per_s_b{b}"
-                    rows[i][key] = max(rows[i][key] or 0.0, fps)
-            _log(f"timing pass {r + 1} of {rounds} done")
+                    rows[i].setdefault("rounds", {}).setdefault(f"b{b}", []).append(
+                        rounded(faces_per_s(runs[i], x, b, budget), 4))
+            loads.append(load_avg())
+            _log(f"timing pass {r + 1} of {rounds} done (load {loads[-1]})")
     ref_row = rows[0]
     for row in rows:
         if row["error"] is None:
             row["accuracy_delta_points"] = round(100 * (row["accuracy"] - ref_row["accuracy"]), 2)
             for b in BATCHES:
-                row[f"ratio_b{b}"] = round(row[f"faces_per_s_b{b}"] / ref_row[f"faces_per_s_b{b}"], 2)
-                row[f"faces_per_s_b{b}"] = rounded(row[f"faces_per_s_b{b}"], 4)
-    return rows
+                row[f"faces_per_s_b{b}"] = max(row["rounds"][f"b{b}"])
+                row[f"ratio_b{b}"] = round(row[f"faces_per_s_b{b}"] / max(ref_row["rounds"][f"b{b}"]), 2)
+    return rows, loads
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -326,8 +330,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", default=None,
                    help=f"comma-separated variant names (default: all of {', '.join(v.name for v in VARIANTS)})")
     p.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated, of {', '.join(ENGINES)}")
-    p.add_argument("--seconds", type=float, default=3.0, help="seconds of timed calls per measurement")
-    p.add_argument("--rounds", type=int, default=2, help="interleaved timing passes; the fastest counts")
+    p.add_argument("--seconds", type=float, default=1.5, help="seconds of timed calls per measurement")
+    p.add_argument("--rounds", type=int, default=4, help="interleaved timing passes; the fastest counts")
     p.add_argument("--threads", type=int, default=0, help="threads per engine (0: one per core)")
     p.add_argument("--keep", type=Path, default=None, help="keep the variants built in this folder")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/quant_study.json"), help="JSON to write")
@@ -341,6 +345,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = args.variants.split(",") if args.variants else list(by_name)
     engines = args.engines.split(",")
     unknown = [n for n in names if n not in by_name] + [e for e in engines if e not in ENGINES]
+    if args.rounds < 1 or args.seconds <= 0:
+        _parser().error("--rounds must be at least 1 and --seconds positive")
     if unknown:
         _parser().error(f"unknown variant(s) or engine(s): {', '.join(unknown)}")
     for folder in (args.faces, args.calib):
@@ -356,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.keep.mkdir(parents=True, exist_ok=True)
     budget = Budget(warmup=5, min_iters=10, min_s=args.seconds, max_s=2 * args.seconds)
     machine_info_at_start, t0 = machine_info(), time.perf_counter()
-    rows = study(args.model, faces, calib, [by_name[n] for n in names], engines, budget, args.rounds,
+    rows, loads = study(args.model, faces, calib, [by_name[n] for n in names], engines, budget, args.rounds,
                  args.threads, args.keep)
     import onnxruntime
     import openvino
@@ -367,7 +373,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "calibration": {"source": shown_path(args.calib), "count": len(calib), "seed": CALIB_SEED},
         "reference": {"variant": REFERENCE[0], "engine": REFERENCE[1]},
         "timing": {"batches": list(BATCHES), "seconds": args.seconds, "rounds": args.rounds, "threads": args.threads,
-                   "faces_per_s": "total faces / total time of one pass; the fastest of the rounds"},
+                   "faces_per_s": "total faces / total time of one pass; the fastest of the rounds",
+                   "load_avg_1m_after_passes": loads},
         "machine": {**machine_info_at_start, "load_avg_1m_end": load_avg(),
                     "onnxruntime": onnxruntime.__version__, "openvino": openvino.__version__},
         "variants": [asdict(v) for v in VARIANTS if v.name in names or v is FP32],
