@@ -33,15 +33,16 @@ QUANTIZED_OPS = ("Conv", "Gemm", "MatMul", "MaxPool", "Relu")
 def to_int8(fp32_path: Path, out_path: Path, calib: np.ndarray) -> None:
     """Static INT8 quantization (QDQ, per-channel int8 weights, uint8 activations) calibrated on real faces.
 
-    Only :data:`QUANTIZED_OPS` are quantized. Quantizing every op as well (the choice before issue 19)
-    adds 37 QuantizeLinear nodes around the cheap preprocessing of the six views. In one run of
-    ``benchmarks.quant_study`` on all 3,589 PublicTest faces, keeping those ops float was faster
-    everywhere: 1.27x (batch 1) and 1.06x (batch 8) on OpenVINO, and 1.13x and 1.19x on onnxruntime.
-    Agreement with fp32 went from 99.41 % to 99.55 % on OpenVINO and from 99.55 % to 99.50 % on
-    onnxruntime (2 more of 3,589 faces). Accuracy is 64.34-64.36 % against 64.42 % for fp32.
-    The other choices in that study lost: int8 activations or uint8 weights ran no faster than fp32
-    on OpenVINO, QOperator does not load in OpenVINO, and per-tensor weights, Entropy or Percentile
-    calibration and a float first conv or head were no faster and agreed no better.
+    Only :data:`QUANTIZED_OPS` are quantized. Quantizing every op (the choice before issue 19) adds
+    37 QuantizeLinear nodes around the cheap preprocessing of the six views. Keeping those ops float
+    was faster in three runs of ``benchmarks.quant_study`` (all 3,589 PublicTest faces; same-run
+    ratios): on OpenVINO 1.27-1.32x at batch 1 and 1.03-1.07x at batch 8, on onnxruntime 1.05-1.13x
+    and 1.13-1.28x. Agreement with fp32 rose from 99.41 % to 99.55 % on OpenVINO and fell from
+    99.55 % to 99.50 % on onnxruntime (2 faces of 3,589); accuracy 64.34-64.36 % (fp32: 64.42 %).
+    The other choices did worse: with int8 activations OpenVINO ran at fp32 speed, uint8 weights
+    were slower than fp32 on both engines, QOperator files do not load in OpenVINO, and per-tensor
+    weights, Entropy or Percentile calibration, or a float first conv or head were no faster than
+    this choice, and none agreed better with fp32 on OpenVINO.
     See models/MODEL_CARD.md, "INT8 variants".
     """
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static

@@ -60,6 +60,7 @@ def test_rows_have_every_field_and_measurement(study_run: tuple[dict, Path, Path
         assert set(CSV_FIELDS) <= set(row), row
         assert row["error"] is None, row
         assert row["bytes"] > 0 and row["faces_per_s_b1"] > 0 and row["faces_per_s_b8"] > 0
+        assert row["faces_per_s_b8"] == max(row["rounds"]["b8"]) and len(row["rounds"]["b1"]) == 1
         assert 0 <= row["agreement"] <= 1 and 0 <= row["accuracy"] <= 1
     assert rows[0]["ratio_b1"] == rows[0]["ratio_b8"] == 1.0 and rows[0]["agreement"] == 1.0
     with out.with_suffix(".csv").open() as fh:
