@@ -1,4 +1,4 @@
-"""The five commands' entry points: standard library only, so that Ctrl-C is caught from the first moment.
+"""The commands' entry points: standard library only, so that Ctrl-C is caught from the first moment.
 
 Each command's own module imports OpenCV, numpy or TensorFlow (up to seconds): a Ctrl-C in that
 time would otherwise end in a traceback (numpy even turns it into an ImportError). Here a Ctrl-C
@@ -60,3 +60,4 @@ trainer_fit = _entry("trainer.fit", "trainer-fit")
 trainer_eval = _entry("trainer.evaluate", "trainer-eval")
 export_onnx = _entry("export.onnx_export", "export-onnx")
 benchmark = _entry("benchmarks.run", "benchmark")
+runtime_eval = _entry("runtime.evaluate", "runtime-eval")
