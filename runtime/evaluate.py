@@ -409,3 +409,6 @@ def _write_json(path: Path, report: dict) -> None:
 
 
 cli = run_main(main, PROG)
+
+if __name__ == "__main__":  # python -m runtime.evaluate
+    sys.exit(cli())
