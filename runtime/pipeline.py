@@ -135,6 +135,29 @@ class Pipeline:
         (no track, box or emotion carries over). Call :meth:`reset` between unrelated images of
         one size (the files of a folder: ``runtime-live`` does).
         """
+        faces, crops = self.prepare(frame)
+        t0 = time.perf_counter()
+        probs = self.classifier.predict(crops)
+        self.stage_s["classify"] += time.perf_counter() - t0
+        return self.finish(faces, probs)
+
+    def prepare(self, frame: np.ndarray, copy: bool = False) -> tuple[Faces, np.ndarray]:
+        """The first half of :meth:`process`: this frame's boxes, and their crops for the model.
+
+        :meth:`process` is ``prepare``, one ``classifier.predict`` of the crops, then
+        :meth:`finish`. Callers that classify the faces of several frames or streams in one model
+        call (:mod:`runtime.batch`, :mod:`runtime.streams`) call the halves themselves; every
+        frame's ``prepare`` must be followed by its ``finish`` before the next ``prepare``'s
+        ``finish``, in frame order, and the results are those of :meth:`process`.
+
+        Args:
+            frame: The frame (grayscale, BGR or BGRA).
+            copy: Return crops of their own (else the classifier's reused buffer, overwritten by
+                the next ``prepare``).
+
+        Returns:
+            The boxes (unclassified :class:`Faces`), and the ``(n, H, W, 1)`` raw-pixel crops.
+        """
         t0 = time.perf_counter()
         gray = to_gray(frame)
         if gray.shape != self._shape:
@@ -144,14 +167,19 @@ class Pipeline:
         self._boxes = self._detect(gray)
         self._frames += 1
         t1 = time.perf_counter()
-        faces = self.classifier.classify_gray(gray, self._boxes)
-        t2 = time.perf_counter()
+        crops = self.classifier.crop(gray, self._boxes.xyxy)
+        self.stage_s["detect"] += t1 - t0
+        self.stage_s["classify"] += time.perf_counter() - t1
+        return self._boxes, crops.copy() if copy else crops
+
+    def finish(self, faces: Faces, probs: np.ndarray) -> Faces:
+        """The second half of :meth:`process`: ``faces`` (from :meth:`prepare`) with the model's
+        probabilities ``probs`` ``(n, k)``, tracked (ids, smoothed probabilities)."""
+        t0 = time.perf_counter()
+        faces = faces.with_probs(probs, self.classifier.labels)
         if self.tracker is not None:
             faces = self.tracker.update(faces)
-        t3 = time.perf_counter()
-        self.stage_s["detect"] += t1 - t0
-        self.stage_s["classify"] += t2 - t1
-        self.stage_s["track"] += t3 - t2
+        self.stage_s["track"] += time.perf_counter() - t0
         return faces
 
     def annotate(self, frame: np.ndarray, faces: Faces) -> np.ndarray:
