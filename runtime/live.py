@@ -102,6 +102,16 @@ def _parser() -> ArgumentParser:
     g.add_argument("--panel", action="store_true", help="side panel with the dominant emotion's emoji, large")
     g.add_argument("--reconnect", type=Number(int, 0, 1000), default=0,
                    help="live sources: reconnect N times (with backoff) if they stop")
+    from runtime.views import address_arg
+
+    g = p.add_argument_group("web view and virtual camera")
+    g.add_argument("--serve", type=address_arg, default=None, metavar="HOST:PORT",
+                   help="show the annotated video, the faces and the share of each emotion on a web page at "
+                        "http://HOST:PORT/ (host 127.0.0.1 unless given; another host needs the printed token); "
+                        "files play at their frame rate")
+    g.add_argument("--virtual-camera", action="store_true",
+                   help='send the annotated video to a virtual webcam for video calls (pip install '
+                        '"emocam[virtualcam]"; v4l2loopback on Linux, OBS on Windows and macOS)')
     return p
 
 
@@ -186,6 +196,9 @@ def _validate(args: argparse.Namespace) -> None:
     for what, path in _file_outputs(args):
         if not is_stream(path):
             check_output_path(path, what)
+    from runtime.views import check_views
+
+    check_views(args)  # --serve's address free, pyvirtualcam installed
 
 
 def _check_source(args: argparse.Namespace, source) -> None:
@@ -373,7 +386,9 @@ def _process(args: argparse.Namespace, source, pipe) -> tuple[RunStats, list[Pat
     failure: Exception | None = None
     keep = False  # finalise the outputs (the run ended or was stopped) or drop them (it failed)
     try:
-        outputs = _outputs(args, source, tuple(pipe.classifier.labels))
+        from runtime.views import with_views
+
+        outputs = with_views(args, source, pipe, _outputs(args, source, tuple(pipe.classifier.labels)))
         stops.blocked = lambda: outputs.waiting_on_reader
         _loop(args, source, pipe, outputs, stops, run)
         keep = True
