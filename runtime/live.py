@@ -427,7 +427,12 @@ def _process(args: argparse.Namespace, source, pipe) -> tuple[RunStats, list[Pat
 
 def main(argv: Sequence[str] | None = None) -> int:
     """runtime-live: facial emotion to emoji, live or headless."""
+    from runtime.multi import several_sources
 
+    if several_sources(argv):  # --source A --source B ...: every stream in one process (runtime.streams)
+        from runtime.streams import main as streams_main
+
+        return streams_main(argv)
     args = _parser().parse_args(argv)
     _validate(args)
     _quiet_opencv()
