@@ -131,7 +131,7 @@ class AudioCopy:
         out.mux(self._encoder.encode(frame))
 
     def finish(self, out, end_s: float) -> None:
-        """Mux the audio up to where the video ends, flush the encoder, close the source."""
+        """Mux the audio up to where the video ends and flush the encoder (:meth:`close` closes the source)."""
         if self.stream is not None:
             self.mux_until(out, end_s)
             if self._encoder is not None:
@@ -141,9 +141,14 @@ class AudioCopy:
                 for resampled in self._resampler.resample(None):
                     self._encode(out, resampled)
                 out.mux(self._encoder.encode(None))
-        self.close()
 
     def close(self) -> None:
+        """Close the source, after the output (its audio stream is made from the source's: PyAV
+        crashes when an output outlives the input its stream was copied from, PyAV #1253)."""
+        self._pending = None
+        with contextlib.suppress(Exception):
+            self._packets.close()  # the demuxer's generator, before the container it reads
+        self._packets = iter(())
         if self._in is not None:
             with contextlib.suppress(Exception):
                 self._in.close()
@@ -289,6 +294,7 @@ class AvVideoWriter:
         except Exception as exc:
             self._fail(exc)
         self._out = None
+        self._audio.close()  # the source only now: the output was made from it
         self._close_dir()
         try:
             found = probe(self._tmp.path)
@@ -318,12 +324,12 @@ class AvVideoWriter:
             self._dir_fd = None
 
     def _abandon(self) -> None:
-        if self._audio is not None:
-            self._audio.close()
         if self._out is not None:
             with contextlib.suppress(Exception):
                 self._out.close()
             self._out = None
+        if self._audio is not None:  # after the output (see AudioCopy.close)
+            self._audio.close()
         self._close_dir()
         if self._tmp is not None:
             self._tmp.discard()
