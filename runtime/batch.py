@@ -311,6 +311,17 @@ def ray_available() -> bool:
         return False
 
 
+def _ray_init(address: str | None) -> bool:
+    """Join the cluster at ``address``, or start a local Ray, unless this process already did. True when it did now."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+             configure_logging=False)
+    return True
+
+
 def run_ray(jobs: Sequence[Job], settings: Settings, workers: int, address: str | None = None) -> Iterator[dict]:
     """Process ``jobs`` with Ray Data: a fixed pool of ``workers`` actors, each loading the model once.
 
@@ -321,11 +332,7 @@ def run_ray(jobs: Sequence[Job], settings: Settings, workers: int, address: str 
 
     if not jobs:
         return
-    started = False
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-                 configure_logging=False)
-        started = True
+    started = _ray_init(address)
     try:
         logging.getLogger("ray.data").setLevel(logging.ERROR)  # its INFO lines: the per-video lines say more
         context = ray.data.DataContext.get_current()
@@ -442,11 +449,12 @@ def run_batch(jobs: Sequence[Job], settings: Settings, engine: str = "local", wo
     """
     todo = [job for job in jobs if redo or not job.finished()]
     cpus = os.cpu_count() or 1
-    if engine == "ray":
+    started = False
+    if engine == "ray" and todo:
         import ray
 
-        if ray.is_initialized():
-            cpus = int(ray.cluster_resources().get("CPU", cpus))
+        started = _ray_init(address)  # before the defaults: --workers 0 is the cluster's CPUs
+        cpus = int(ray.cluster_resources().get("CPU", cpus))
     workers = max(1, min(workers or cpus, len(todo) or 1))
     if settings.threads == 0:
         settings = replace(settings, threads=1 if engine == "ray" else max(1, cpus // workers))
@@ -461,6 +469,10 @@ def run_batch(jobs: Sequence[Job], settings: Settings, engine: str = "local", wo
     finally:
         if hasattr(stream, "close"):
             stream.close()
+        if started:
+            import ray
+
+            ray.shutdown()
     wall = time.perf_counter() - t0
     ok = [r for r in results if not r["error"]]
     frames = sum(r["frames"] for r in ok)
