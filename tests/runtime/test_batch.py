@@ -245,3 +245,13 @@ def test_job_is_finished_only_when_every_result_is_there(tmp_path: Path) -> None
     (tmp_path / "v.csv").write_text("frame\n")
     assert job.finished()
     assert Job("v.mp4", str(tmp_path / "v.jsonl")).finished()  # --no-csv
+
+
+def test_engine_ray_without_ray_is_one_line(tmp_path: Path, media_dir: Path) -> None:
+    """As on an install without the [ray] extra: the command names the pip install, exit 2."""
+    code = ("import sys\nsys.modules['ray'] = None\nfrom runtime import console\n"
+            "sys.argv = ['runtime-batch', *sys.argv[1:]]\nsys.exit(console.runtime_batch())")
+    proc = subprocess.run([sys.executable, "-c", code, str(media_dir / "no_face.mp4"), "--out", str(tmp_path / "o"),
+                           "--engine", "ray"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert_user_error(proc, 2, "needs Ray", 'pip install "emocam[ray]"')
+    assert not (tmp_path / "o").exists()
