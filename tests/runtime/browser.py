@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     if exe is None:
         print("no chromium on PATH", file=sys.stderr)
         return 2
-    with Chromium(exe) as browser:
+    with Chromium(exe, size_wh=(1280, 580)) as browser:  # the page without the empty space below
         browser.open(url)
         browser.wait_for("document.querySelectorAll('#faces img').length > 0")
         time.sleep(settle)
