@@ -272,6 +272,7 @@ def _build_pipeline(args: argparse.Namespace):  # -> Pipeline, imported late to 
         panel=args.panel,
         detect_every=args.detect_every,
         search_lag=args.search_lag,
+        stills=True,  # a photo gets the thorough search (_loop says which files are not photos)
     )
 
 
@@ -287,13 +288,18 @@ def _loop(args: argparse.Namespace, source, pipe, outputs: Outputs, stops: StopS
     total = source.length if args.max_frames is None else min(source.length or args.max_frames, args.max_frames)
     progress = Progress(None if source.live else total)
     last_file = None
+    photo = stills
     try:
         for frame in source:
             t0 = time.perf_counter()
-            if stills or frame.path != last_file:  # a new file (of a folder): nothing carries over from the last
-                pipe.reset()
+            if stills or frame.path != last_file or not run.frame_ms:  # a new file: nothing carries over
+                # a photo gets the thorough search; video and cameras keep the fast path
+                photo = stills or (frame.path is not None and frame.path.suffix.lower() in IMAGE_SUFFIXES)
+                pipe.reset(still=photo)
                 last_file = frame.path
             annotated, faces = pipe(frame.image)
+            if photo and not len(faces):
+                run.photos_without_faces.append(frame.name or "photo")
             run.frame_ms.append((time.perf_counter() - t0) * 1000)
             run.faces += len(faces)
             run.frames_with_faces += bool(len(faces))
@@ -463,6 +469,11 @@ def _report(args: argparse.Namespace, source, run: RunStats, written: list[Path]
         print(f"runtime-live: wrote {len(in_folder)} files to {display(args.output_dir.resolve())}", file=sys.stderr)
     if one_photo and run.last_record is not None:
         print(f"runtime-live: {photo_line(run.last_record.get('file', 'photo'), run.last_record['faces'])}",
+              file=sys.stderr)
+    elif run.photos_without_faces:  # photos of a folder: one line names those without a face
+        names = run.photos_without_faces
+        shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+        print(f"runtime-live: no face found in {len(names)} photo{'s' if len(names) > 1 else ''}: {shown}",
               file=sys.stderr)
 
 

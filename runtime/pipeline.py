@@ -10,7 +10,7 @@ import numpy as np
 
 from runtime.annotate import EmojiAnnotator, LabelAnnotator, side_panel
 from runtime.classifier import EmotionClassifier
-from runtime.detector import BackgroundSearch, HaarDetector, dedupe, merge_new_faces
+from runtime.detector import BackgroundSearch, HaarDetector, StillDetector, dedupe, merge_new_faces
 from runtime.faces import Faces
 from runtime.image import to_bgr, to_gray
 from runtime.tracker import FaceTracker
@@ -30,6 +30,12 @@ class Pipeline:
         model: ONNX model path, or a shipped model by name (``fp32``, ``int8``); default: ``fp32``.
         provider: ``auto``, ``cpu`` or ``cuda``.
         detector: A configured detector (default: :class:`HaarDetector` with its defaults).
+        still_detector: The thorough search of photos (:class:`StillDetector`, a few hundred ms
+            a photo): ``"new"`` (the default) makes one with its defaults; None searches photos
+            as video frames.
+        stills: Whether the frames are photos: the first frame, and the first after each
+            :meth:`reset`, is then searched by ``still_detector`` (``reset(still=...)`` changes
+            it for what follows). False (the default): every frame takes the fast path of video.
         classifier: A configured classifier (overrides ``model`` and ``provider``).
         tracker: A tracker; ``"new"`` (the default) makes a :class:`FaceTracker` with its
             defaults; None classifies every frame independently (no identities, no smoothing).
@@ -53,6 +59,8 @@ class Pipeline:
         model: str | Path | None = None,
         provider: str = "auto",
         detector: HaarDetector | None = None,
+        still_detector: StillDetector | Literal["new"] | None = "new",
+        stills: bool = False,
         classifier: EmotionClassifier | None = None,
         tracker: FaceTracker | Literal["new"] | None = "new",
         emoji_dir: str | Path | None = None,
@@ -67,6 +75,9 @@ class Pipeline:
         if search_lag < 0:
             raise ValueError(f"search_lag must be >= 0, got {search_lag}")
         self.detector = detector or HaarDetector()
+        self._new_still = isinstance(still_detector, str)  # made when first needed (its cascades load then)
+        self._still_detector = None if self._new_still else still_detector
+        self._still = stills  # the first frame after a reset is a photo (see reset)
         self.classifier = classifier or EmotionClassifier(model, provider=provider)
         self.tracker = FaceTracker() if isinstance(tracker, str) else tracker
         self.emoji = EmojiAnnotator(emoji_dir, self.classifier.labels, placement=placement)
@@ -82,8 +93,22 @@ class Pipeline:
         self._last_search = 0  # frame number of the last whole-frame search
         self._shape: tuple[int, ...] = ()  # the last frame's size: another size resets the pipeline
 
-    def reset(self) -> None:
-        """Forget the faces seen so far (call between unrelated images)."""
+    @property
+    def still_detector(self) -> StillDetector | None:
+        """The detector of photos (None: photos are searched as video frames)."""
+        if self._new_still:
+            self._still_detector, self._new_still = StillDetector(), False
+        return self._still_detector
+
+    def reset(self, still: bool | None = None) -> None:
+        """Forget the faces seen so far (call between unrelated images).
+
+        Args:
+            still: Whether the next frame is a photo, searched by the still detector; None keeps
+                what was said last (at first, the pipeline's ``stills``).
+        """
+        if still is not None:
+            self._still = still
         self._boxes = Faces.empty()
         self._frames = 0
         if self._search is not None:
@@ -99,6 +124,9 @@ class Pipeline:
     def _detect(self, gray: np.ndarray) -> Faces:
         """This frame's boxes: near re-detection of the known faces, and the whole-frame searches due."""
         n = self._frames
+        if n == 0 and self._still and self.still_detector is not None:  # a photo: the thorough search
+            self.full_detections += 1
+            return self.still_detector.detect_gray(gray)
         if n == 0 or self._search is None:  # on the spot: the first frame, or no background search
             if n % self.detect_every == 0 or not len(self._boxes):
                 self.full_detections += 1

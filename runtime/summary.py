@@ -21,6 +21,7 @@ class RunStats:
         self.stopped_by = "end of source"
         self.t_start = time.perf_counter()
         self.last_record: dict | None = None
+        self.photos_without_faces: list[str] = []  # names of the photos in which no face was found
 
 
 def photo_line(name: str, faces: list[dict]) -> str:
@@ -40,7 +41,8 @@ def photo_line(name: str, faces: list[dict]) -> str:
 
 def summary(args: argparse.Namespace, source, pipe, run: RunStats, written: list, one_photo: bool = False) -> dict:
     """The summary's fields: frames, faces, timing, provider, source, why it stopped, the outputs (and for
-    one photo, the labels of its faces, left to right)."""
+    one photo, the labels of its faces, left to right; for photos, ``photos_without_faces``: the names
+    of those in which no face was found)."""
     wall = time.perf_counter() - run.t_start
     ms = np.asarray(run.frame_ms or [0.0])
     out = {
@@ -63,6 +65,8 @@ def summary(args: argparse.Namespace, source, pipe, run: RunStats, written: list
             out[flag] = str(getattr(args, flag))
     if args.output_dir is not None:
         out["files_written"] = sum(1 for p in written if p.parent == args.output_dir)
+    if one_photo or run.photos_without_faces:
+        out["photos_without_faces"] = list(run.photos_without_faces)  # [] for a photo with faces
     if one_photo and run.last_record is not None:
         out["labels"] = [f.get("label") for f in sorted(run.last_record["faces"], key=lambda f: f["box_xyxy"][0])]
     return out
