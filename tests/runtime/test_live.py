@@ -353,3 +353,28 @@ def test_a_signal_between_json_line_and_video_frame_keeps_them_in_step(
     assert summary["stopped_by"] == sig.name
     assert summary["frames"] == len(read_jsonl(jsonl)) == len(read_video(video)) == 4
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
+def test_photos_without_a_face_are_named(media_dir: Path, tmp_path: Path):
+    """A folder of photos: the thorough search finds a tilted face, and one line on stderr (and
+    the summary) names the photo with none."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    grace = cv2.imread(str(media_dir / "grace_hopper_512x512.jpg"))  # turned by 20 degrees: the video path misses her
+    cv2.imwrite(str(folder / "a.jpg"), cv2.warpAffine(grace, cv2.getRotationMatrix2D((256, 256), 20, 1.0), (512, 512),
+                                                      borderMode=cv2.BORDER_REFLECT))
+    cap = cv2.VideoCapture(str(media_dir / "no_face.mp4"))
+    ok, empty = cap.read()
+    cap.release()
+    assert ok
+    cv2.imwrite(str(folder / "b.png"), empty)
+    proc = run_cli("runtime", "--source", str(folder), "--no-window", "--jsonl", str(tmp_path / "f.jsonl"))
+    assert proc.returncode == 0, proc.stderr
+    records = read_jsonl(tmp_path / "f.jsonl")
+    assert len(records[0]["faces"]) == 1 and records[1]["faces"] == []
+    assert "runtime-live: no face found in 1 photo: b.png" in proc.stderr.splitlines()
+    assert summary_of(proc.stdout)["photos_without_faces"] == ["b.png"]
+    one = run_cli("runtime", "--source", str(folder / "b.png"), "--no-window")
+    assert one.returncode == 0, one.stderr
+    assert "runtime-live: b.png: no face found" in one.stderr.splitlines()
+    assert summary_of(one.stdout)["photos_without_faces"] == ["b.png"] and summary_of(one.stdout)["labels"] == []
