@@ -243,7 +243,7 @@ class MultiStream:
         Returns:
             ``(stream, frame, faces)`` for every stream that had a frame (empty: all ended).
         """
-        from runtime.sources import ImageSource
+        from runtime.sources import IMAGE_SUFFIXES, ImageSource
 
         got = self._gather()
         if not got:
@@ -251,8 +251,11 @@ class MultiStream:
         t0 = time.perf_counter()
         prepared = []
         for stream, frame in got:
-            if isinstance(stream.source, ImageSource) or frame.path != stream.last_file:
-                stream.pipe.reset()  # a new file: nothing carries over (as runtime-live does)
+            stills = isinstance(stream.source, ImageSource)
+            if stills or frame.path != stream.last_file or not stream.frames:  # a new file: as runtime-live,
+                # nothing carries over, and a photo gets the thorough search (video and cameras the fast path)
+                photo = stills or (frame.path is not None and frame.path.suffix.lower() in IMAGE_SUFFIXES)
+                stream.pipe.reset(still=photo)
                 stream.last_file = frame.path
             prepared.append(stream.pipe.prepare(frame.image, copy=True))
         counts = [len(faces) for faces, _ in prepared]
@@ -328,7 +331,7 @@ def _pipelines(args: argparse.Namespace, count: int) -> list:
         pipes.append(Pipeline(detector=first.detector, classifier=first.classifier,
                               tracker=FaceTracker(smoothing=args.smoothing), emoji_dir=args.emoji_dir,
                               placement=args.placement, show_labels=args.labels, panel=args.panel,
-                              detect_every=args.detect_every, search_lag=args.search_lag))
+                              detect_every=args.detect_every, search_lag=args.search_lag, stills=True))
     return pipes
 
 

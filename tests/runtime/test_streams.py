@@ -177,3 +177,18 @@ def test_cli_refusals_are_one_line(extra: list[str], needle: str, tmp_path: Path
     argv = ["--source", str(media_dir / "no_face.mp4"), "--source", str(media_dir / "no_face.mp4"), "--no-window",
             *(a.format(tmp=tmp_path) for a in extra)]
     assert_user_error(run_cli("runtime", *argv, env=HEADLESS), 2, needle)
+
+
+def test_cli_a_photo_stream_gets_runtime_lives_photo_search(media_dir: Path, tmp_path: Path) -> None:
+    """A photo beside a video: the photo's faces are those runtime-live finds on it alone (its thorough search)."""
+    photo = media_dir / "multi_face.jpg"
+    proc = run_cli("runtime", "--source", str(photo), "--no-window", "--jsonl", str(tmp_path / "alone.jsonl"),
+                   "--output", str(tmp_path / "alone.jpg"), env=HEADLESS)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_cli("runtime", "--source", str(photo), "--source", str(media_dir / "no_face.mp4"), "--no-window",
+                   "--jsonl", str(tmp_path / "all.jsonl"), "--max-frames", "5", env=HEADLESS)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = read_jsonl(tmp_path / "all.jsonl")
+    photo_lines = [line for line in lines if line.pop("stream") == "multi_face"]
+    assert photo_lines == read_jsonl(tmp_path / "alone.jsonl")
+    assert len(photo_lines[0]["faces"]) >= 4
