@@ -263,6 +263,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: HTTPStatus, body: bytes, content_type: str, headers: Mapping[str, str] | None = None,
               head: bool = False) -> None:
+        """One whole answer; a refusal (any status but 200) also closes the connection, freeing its slot."""
+        if status != HTTPStatus.OK:
+            self.close_connection = True
+            headers = {**(headers or {}), "Connection": "close"}
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))

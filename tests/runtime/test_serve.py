@@ -258,12 +258,21 @@ def test_streams_and_connections_are_capped():
             assert head.startswith(b"HTTP/1.1 200")
             held.append(sock)
         sock, head = _open_stream(web.port)  # a third stream
-        assert head.startswith(b"HTTP/1.1 503")
+        assert head.startswith(b"HTTP/1.1 503") and b"Connection: close" in head
+        sock.settimeout(5)
+        refusal = b""
+        while chunk := sock.recv(1 << 16):  # the refusal, then the server closes (a timeout if it did not)
+            refusal += chunk
+        assert b"at most 2 streams" in refusal
         sock.close()
+        deadline = time.monotonic() + 10
+        while web._slots._value != 2 and time.monotonic() < deadline:  # the refused one's slot is free again
+            time.sleep(0.05)
+        assert web._slots._value == 2
         idle = [socket.create_connection(("127.0.0.1", web.port), timeout=5) for _ in range(2)]  # say nothing
         held += idle
         deadline = time.monotonic() + 10
-        while web._slots._value and time.monotonic() < deadline:  # every slot taken (the 503'd one let go)
+        while web._slots._value and time.monotonic() < deadline:  # every slot taken
             time.sleep(0.05)
         assert web._slots._value == 0
         extra = socket.create_connection(("127.0.0.1", web.port), timeout=5)  # a fifth connection: closed
