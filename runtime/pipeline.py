@@ -174,9 +174,10 @@ class Pipeline:
 
         :meth:`process` is ``prepare``, one ``classifier.predict`` of the crops, then
         :meth:`finish`. Callers that classify the faces of several frames or streams in one model
-        call (:mod:`runtime.batch`, :mod:`runtime.streams`) call the halves themselves; every
-        frame's ``prepare`` must be followed by its ``finish`` before the next ``prepare``'s
-        ``finish``, in frame order, and the results are those of :meth:`process`.
+        call (:mod:`runtime.batch`, :mod:`runtime.streams`) call the halves themselves. Several
+        frames may be prepared before any is finished (detection never reads the tracker), as
+        long as they are finished in the order they were prepared; the results are then those of
+        :meth:`process`.
 
         Args:
             frame: The frame (grayscale, BGR or BGRA).
