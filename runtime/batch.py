@@ -393,14 +393,22 @@ def _parser() -> ArgumentParser:
     p.add_argument("--threads", type=THREADS, default=_default(EmotionClassifier, "threads"),
                    help="inference threads per worker (0: the cores shared among the workers; Ray: 1)")
     g = p.add_argument_group("detector and tracker (as runtime-live's)")
-    g.add_argument("--detect-width", type=Number(int, 0, 16384), default=_default(HaarDetector, "detect_width"))
-    g.add_argument("--scale-factor", type=Number(float, 1.01, 3.0), default=_default(HaarDetector, "scale_factor"))
-    g.add_argument("--min-neighbors", type=Number(int, 0, 100), default=_default(HaarDetector, "min_neighbors"))
-    g.add_argument("--min-size", type=Number(int, 1, 16384), default=_default(HaarDetector, "min_size"))
-    g.add_argument("--detect-every", type=Number(int, 1, 10000), default=_default(Pipeline, "detect_every"))
-    g.add_argument("--search-lag", type=Number(int, 0, 1000), default=_default(Pipeline, "search_lag"))
-    g.add_argument("--margin", type=Number(float, 0.0, 1.0), default=_default(EmotionClassifier, "margin"))
-    g.add_argument("--smoothing", type=Number(float, 0.0, 0.99), default=_default(FaceTracker, "smoothing"))
+    g.add_argument("--detect-width", type=Number(int, 0, 16384), default=_default(HaarDetector, "detect_width"),
+                   help="width of the frame Haar sees (0: full size)")
+    g.add_argument("--scale-factor", type=Number(float, 1.01, 3.0), default=_default(HaarDetector, "scale_factor"),
+                   help="Haar image-pyramid step")
+    g.add_argument("--min-neighbors", type=Number(int, 0, 100), default=_default(HaarDetector, "min_neighbors"),
+                   help="Haar hits a face needs")
+    g.add_argument("--min-size", type=Number(int, 1, 16384), default=_default(HaarDetector, "min_size"),
+                   help="smallest face side, in frame pixels")
+    g.add_argument("--detect-every", type=Number(int, 1, 10000), default=_default(Pipeline, "detect_every"),
+                   help="search the whole frame every Nth frame")
+    g.add_argument("--search-lag", type=Number(int, 0, 1000), default=_default(Pipeline, "search_lag"),
+                   help="frames a whole-frame search runs beside before its faces join")
+    g.add_argument("--margin", type=Number(float, 0.0, 1.0), default=_default(EmotionClassifier, "margin"),
+                   help="crop margin around each face (fraction of its size)")
+    g.add_argument("--smoothing", type=Number(float, 0.0, 0.99), default=_default(FaceTracker, "smoothing"),
+                   help="weight of the past in per-face probability smoothing")
     return p
 
 
