@@ -15,6 +15,7 @@ from runtime.multi import several_sources, split_sources
 from runtime.sources import Frame, FrameSource
 from runtime.streams import MultiStream, Reader, Stream, per_stream_path, stream_names, tile
 from tests.conftest import assert_user_error, run_cli
+from tests.runtime.test_live import xvfb_display  # noqa: F401  (the virtual X server fixture)
 
 HEADLESS = {"DISPLAY": "", "WAYLAND_DISPLAY": ""}
 
@@ -192,3 +193,13 @@ def test_cli_a_photo_stream_gets_runtime_lives_photo_search(media_dir: Path, tmp
     photo_lines = [line for line in lines if line.pop("stream") == "multi_face"]
     assert photo_lines == read_jsonl(tmp_path / "alone.jsonl")
     assert len(photo_lines[0]["faces"]) >= 4
+
+
+def test_tiled_window_on_a_virtual_display(xvfb_display: str, video_path: Path, media_dir: Path) -> None:  # noqa: F811
+    proc = run_cli("runtime", "--source", str(video_path), "--source", str(media_dir / "no_face.mp4"),
+                   "--max-frames", "10", env={"DISPLAY": xvfb_display}, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert [s["frames"] for s in summary["streams"].values()] == [10, 10]
+    assert summary["stopped_by"] == "max frames"
