@@ -19,7 +19,9 @@ Design: why the engines agree, record for record
     (:meth:`Pipeline.finish`: its probabilities, the tracker). Detection never reads the
     tracker, and the model's answer for a face does not depend on the other faces of its batch
     (onnxruntime and OpenVINO on the CPU give bit-identical rows for any batch size; a test checks
-    it), so the records are those of ``runtime-live``, frame by frame.
+    it), so the records are those of ``runtime-live``, frame by frame. A GPU engine may pick other
+    kernels for other batch sizes: with ``--provider cuda`` a probability may differ in its last
+    rounded digit.
 
     Both engines run the same :class:`VideoWorker` (model and detector loaded once per worker):
 
