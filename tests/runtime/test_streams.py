@@ -203,3 +203,21 @@ def test_tiled_window_on_a_virtual_display(xvfb_display: str, video_path: Path, 
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert [s["frames"] for s in summary["streams"].values()] == [10, 10]
     assert summary["stopped_by"] == "max frames"
+
+
+def test_a_live_stream_beside_a_file_takes_the_newest_frames(classifier, detector, video_path: Path) -> None:
+    """The file gives every frame; the live source, faster than the ticks, gives its newest and drops the rest."""
+    from runtime.sources import open_source
+
+    live = Stream("live", FastLive(3000), _pipeline(classifier, detector))
+    clip = Stream("clip", open_source(str(video_path)), _pipeline(classifier, detector))
+    multi = MultiStream([clip, live], max_frames=40)
+    try:
+        multi.start()
+        while multi.tick():
+            pass
+    finally:
+        multi.close()
+    assert clip.frames == 40 and 1 <= live.frames <= 40
+    assert live.reader.dropped > 0 and clip.reader.dropped == 0
+    assert multi.model_calls == multi.ticks  # the clip has a face on every tick
