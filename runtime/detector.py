@@ -319,7 +319,9 @@ class StillDetector:
         rotated_side: Longest side of the rotated searches (800: cheaper; tilted faces are
             seldom tiny).
         min_size: Smallest face side, in photo pixels (the cascade's own window, 24 pixels of
-            the searched image, is the other bound).
+            the searched image, is the other bound). 32: against 24, the same faces of the set
+            above and of a 300-image synthetic set (``runtime-eval``), and 10 false faces on that
+            set instead of 18 (most were 25-32 pixel boxes on background texture).
         scale_factor: Pyramid step of the whole-photo searches.
         propose_neighbors: Overlapping hits a proposal needs (2: low, confirmation judges it).
         frontal: Cascades (:data:`CASCADES` names) that propose faces upright.
@@ -340,7 +342,7 @@ class StillDetector:
         self,
         max_side: int = 1280,
         rotated_side: int = 800,
-        min_size: int = 24,
+        min_size: int = 32,
         scale_factor: float = 1.1,
         propose_neighbors: int = 2,
         frontal: tuple[str, ...] = ("default",),
