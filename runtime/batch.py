@@ -367,8 +367,7 @@ def _default(cls: type, name: str) -> object:
 def _parser() -> ArgumentParser:
     from runtime.backends import PROVIDERS
     from runtime.classifier import EmotionClassifier
-    from runtime.detector import HaarDetector
-    from runtime.pipeline import Pipeline
+    from runtime.live import add_detector_flags
     from runtime.tracker import FaceTracker
 
     p = ArgumentParser(prog="runtime-batch",
@@ -395,18 +394,7 @@ def _parser() -> ArgumentParser:
     p.add_argument("--threads", type=THREADS, default=_default(EmotionClassifier, "threads"),
                    help="inference threads per worker (0: the cores shared among the workers; Ray: 1)")
     g = p.add_argument_group("detector and tracker (as runtime-live's)")
-    g.add_argument("--detect-width", type=Number(int, 0, 16384), default=_default(HaarDetector, "detect_width"),
-                   help="width of the frame Haar sees (0: full size)")
-    g.add_argument("--scale-factor", type=Number(float, 1.01, 3.0), default=_default(HaarDetector, "scale_factor"),
-                   help="Haar image-pyramid step")
-    g.add_argument("--min-neighbors", type=Number(int, 0, 100), default=_default(HaarDetector, "min_neighbors"),
-                   help="Haar hits a face needs")
-    g.add_argument("--min-size", type=Number(int, 1, 16384), default=_default(HaarDetector, "min_size"),
-                   help="smallest face side, in frame pixels")
-    g.add_argument("--detect-every", type=Number(int, 1, 10000), default=_default(Pipeline, "detect_every"),
-                   help="search the whole frame every Nth frame")
-    g.add_argument("--search-lag", type=Number(int, 0, 1000), default=_default(Pipeline, "search_lag"),
-                   help="frames a whole-frame search runs beside before its faces join")
+    add_detector_flags(g)
     g.add_argument("--margin", type=Number(float, 0.0, 1.0), default=_default(EmotionClassifier, "margin"),
                    help="crop margin around each face (fraction of its size)")
     g.add_argument("--smoothing", type=Number(float, 0.0, 0.99), default=_default(FaceTracker, "smoothing"),

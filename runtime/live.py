@@ -36,13 +36,35 @@ def _default(cls: type, name: str) -> object:
     return inspect.signature(cls).parameters[name].default
 
 
+def add_detector_flags(g) -> None:
+    """The detector's flags (Haar and the whole-frame search cadence), shared by runtime-live and runtime-batch.
+
+    Args:
+        g: The parser or argument group that takes them.
+    """
+    from runtime.detector import HaarDetector
+    from runtime.pipeline import Pipeline
+
+    g.add_argument("--detect-width", type=Number(int, 0, 16384), default=_default(HaarDetector, "detect_width"),
+                   help="width of the frame Haar sees (0: full size)")
+    g.add_argument("--scale-factor", type=Number(float, 1.01, 3.0), default=_default(HaarDetector, "scale_factor"),
+                   help="Haar image-pyramid step")
+    g.add_argument("--min-neighbors", type=Number(int, 0, 100), default=_default(HaarDetector, "min_neighbors"),
+                   help="Haar hits a face needs")
+    g.add_argument("--min-size", type=Number(int, 1, 16384), default=_default(HaarDetector, "min_size"),
+                   help="smallest face side, in frame pixels")
+    g.add_argument("--detect-every", type=Number(int, 1, 10000), default=_default(Pipeline, "detect_every"),
+                   help="search the whole frame every Nth frame; between, re-find known faces near their boxes")
+    g.add_argument("--search-lag", type=Number(int, 0, 1000), default=_default(Pipeline, "search_lag"),
+                   help="frames a whole-frame search runs beside (on its own thread) before its new faces join; "
+                        "0: search on the frame itself")
+
+
 def _parser() -> ArgumentParser:
     from runtime.annotate import EmojiAnnotator
     from runtime.backends import PROVIDERS
     from runtime.classifier import EmotionClassifier
-    from runtime.detector import HaarDetector
     from runtime.media import CODECS
-    from runtime.pipeline import Pipeline
     from runtime.tracker import FaceTracker
 
     p = ArgumentParser(prog="runtime-live", description="Facial emotion to emoji, live or headless.")
@@ -75,20 +97,7 @@ def _parser() -> ArgumentParser:
     p.add_argument("--max-frames", type=Number(int, 1, 10**12), default=None, help="stop after N frames")
     p.add_argument("--open-timeout", type=Number(float, 0.1, 3600), default=OPEN_TIMEOUT_S,
                    help="seconds a video, stream or pipe may take to open")
-    g = p.add_argument_group("detector")
-    g.add_argument("--detect-width", type=Number(int, 0, 16384), default=_default(HaarDetector, "detect_width"),
-                   help="width of the frame Haar sees (0: full size)")
-    g.add_argument("--scale-factor", type=Number(float, 1.01, 3.0), default=_default(HaarDetector, "scale_factor"),
-                   help="Haar image-pyramid step")
-    g.add_argument("--min-neighbors", type=Number(int, 0, 100), default=_default(HaarDetector, "min_neighbors"),
-                   help="Haar hits a face needs")
-    g.add_argument("--min-size", type=Number(int, 1, 16384), default=_default(HaarDetector, "min_size"),
-                   help="smallest face side, in frame pixels")
-    g.add_argument("--detect-every", type=Number(int, 1, 10000), default=_default(Pipeline, "detect_every"),
-                   help="search the whole frame every Nth frame; between, re-find known faces near their boxes")
-    g.add_argument("--search-lag", type=Number(int, 0, 1000), default=_default(Pipeline, "search_lag"),
-                   help="frames a whole-frame search runs beside (on its own thread) before its new faces join; "
-                        "0: search on the frame itself")
+    add_detector_flags(p.add_argument_group("detector"))
     g = p.add_argument_group("classifier and display")
     g.add_argument("--margin", type=Number(float, 0.0, 1.0), default=_default(EmotionClassifier, "margin"),
                    help="crop margin around each face (fraction of its size); 0 matches FER2013's framing")
