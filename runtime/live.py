@@ -293,21 +293,17 @@ def _loop(args: argparse.Namespace, source, pipe, outputs: Outputs, stops: StopS
     from runtime.records import frame_record
 
     window = "runtime-live (q or Esc quits)"
-    stills = isinstance(source, ImageSource)  # unrelated images: no tracking across them
     total = source.length if args.max_frames is None else min(source.length or args.max_frames, args.max_frames)
     progress = Progress(None if source.live else total)
     last_file = None
-    photo = stills
     try:
         for frame in source:
             t0 = time.perf_counter()
-            if stills or frame.path != last_file or not run.frame_ms:  # a new file: nothing carries over
-                # a photo gets the thorough search; video and cameras keep the fast path
-                photo = stills or (frame.path is not None and frame.path.suffix.lower() in IMAGE_SUFFIXES)
-                pipe.reset(still=photo)
+            if frame.photo or frame.path != last_file or not run.frame_ms:  # a new file: nothing carries over
+                pipe.reset(still=frame.photo)  # a photo gets the thorough search; video and cameras the fast path
                 last_file = frame.path
             annotated, faces = pipe(frame.image)
-            if photo and not len(faces):
+            if frame.photo and not len(faces):
                 run.photos_without_faces.append(frame.name or "photo")
             run.frame_ms.append((time.perf_counter() - t0) * 1000)
             run.faces += len(faces)

@@ -53,6 +53,23 @@ class Frame:
     path: Path | None = None
     fps: float = 0.0
 
+    @property
+    def photo(self) -> bool:
+        """Whether it is a photo (an image file: of an image source or a folder), not a video's or a camera's frame."""
+        return self.path is not None and self.path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def put_until_stopped(into: queue.Queue, item: object, stop: threading.Event) -> bool:
+    """Put ``item`` into the bounded queue ``into``, waiting for room until ``stop`` is set (a reader
+    thread never blocks forever on a consumer that went away). Returns whether it went in."""
+    while not stop.is_set():
+        try:
+            into.put(item, timeout=0.2)
+            return True
+        except queue.Full:
+            continue
+    return False
+
 
 class FrameSource:
     """Base class: an iterable of frames with a little metadata."""
@@ -132,12 +149,7 @@ class VideoSource(FrameSource):
         while not self._stop.is_set():
             ok, frame = self.cap.read()
             item = frame if ok else None
-            while not self._stop.is_set():
-                try:
-                    self._queue.put(item, timeout=0.2)
-                    break
-                except queue.Full:
-                    continue
+            put_until_stopped(self._queue, item, self._stop)
             if item is None:
                 return
 

@@ -38,6 +38,7 @@ import numpy as np
 
 from runtime.cli_support import NATIVE_THREAD_PREFIX, UserError, check_output_path
 from runtime.multi import split_sources
+from runtime.sources import put_until_stopped
 from runtime.tables import CsvWriter
 
 PATTERN = "{stream}"
@@ -132,12 +133,7 @@ class Reader:
                 self.dropped += self._slot is not None
                 self._slot = item
         else:
-            while not self._stop.is_set():
-                try:
-                    self._queue.put(item, timeout=0.2)
-                    break
-                except queue.Full:
-                    continue
+            put_until_stopped(self._queue, item, self._stop)
         self._wake.set()
 
     def take(self, wait: bool) -> object:
@@ -243,19 +239,15 @@ class MultiStream:
         Returns:
             ``(stream, frame, faces)`` for every stream that had a frame (empty: all ended).
         """
-        from runtime.sources import IMAGE_SUFFIXES, ImageSource
-
         got = self._gather()
         if not got:
             return []
         t0 = time.perf_counter()
         prepared = []
         for stream, frame in got:
-            stills = isinstance(stream.source, ImageSource)
-            if stills or frame.path != stream.last_file or not stream.frames:  # a new file: as runtime-live,
+            if frame.photo or frame.path != stream.last_file or not stream.frames:  # a new file: as runtime-live,
                 # nothing carries over, and a photo gets the thorough search (video and cameras the fast path)
-                photo = stills or (frame.path is not None and frame.path.suffix.lower() in IMAGE_SUFFIXES)
-                stream.pipe.reset(still=photo)
+                stream.pipe.reset(still=frame.photo)
                 stream.last_file = frame.path
             prepared.append(stream.pipe.prepare(frame.image, copy=True))
         counts = [len(faces) for faces, _ in prepared]

@@ -27,6 +27,8 @@ import cv2
 import numpy as np
 
 from runtime.errors import DataError
+from runtime.folders import VIDEO_SUFFIXES
+from runtime.sources import IMAGE_SUFFIXES
 
 FACE_SIDES = (48, 220)  # face side in pixels, drawn log-uniform
 MAX_ANGLE = 25.0  # degrees, in-plane rotation either way
@@ -37,9 +39,7 @@ GAP = 4  # pixels kept between the faces' rotated squares
 #: scikit-image's sample images with no human face (checked by eye; camera, astronaut and coins have faces).
 SKIMAGE_SCENES = ("coffee", "chelsea", "rocket", "brick", "grass", "gravel", "hubble_deep_field",
                   "immunohistochemistry", "moon", "stereo_motorcycle", "page", "text")
-VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v"}
 FRAMES_PER_VIDEO = 12  # frames taken from each background video, spread over it
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
 
 def fer_test_faces(folder: Path) -> list[tuple[str, str]]:
@@ -81,20 +81,26 @@ def _bgr(img: np.ndarray) -> np.ndarray:
 
 
 def _video_backgrounds(path: Path) -> list[tuple[str, np.ndarray]]:
+    """``FRAMES_PER_VIDEO`` frames spread over a video: one pass counts its frames, the next keeps
+    only those (a long video is never held in memory whole)."""
+    count = sum(1 for _ in _decoded(path))
+    if not count:
+        raise DataError(f"background video {path} gives no frames: give a face-free video or image")
+    picks = set(np.linspace(0, count - 1, min(FRAMES_PER_VIDEO, count)).round().astype(int).tolist())
+    return [(f"{path.name}#{i}", frame) for i, frame in enumerate(_decoded(path)) if i in picks]
+
+
+def _decoded(path: Path):  # -> Iterator[np.ndarray]
+    """Every frame of a video, in order."""
     cap = cv2.VideoCapture(str(path))
-    frames = []
     try:
         while True:
             ok, frame = cap.read()
             if not ok:
-                break
-            frames.append(frame)
+                return
+            yield frame
     finally:
         cap.release()
-    if not frames:
-        raise DataError(f"background video {path} gives no frames: give a face-free video or image")
-    picks = np.unique(np.linspace(0, len(frames) - 1, min(FRAMES_PER_VIDEO, len(frames))).round().astype(int))
-    return [(f"{path.name}#{i}", frames[i]) for i in picks]
 
 
 def _skimage_backgrounds() -> list[tuple[str, np.ndarray]]:
