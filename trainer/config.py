@@ -29,15 +29,20 @@ class FitConfig:
 
     data: str = ""  # FER2013 folder (train/ + test/) or fer2013.csv
     out: str = "runs/fer2013"  # run folder
+    arch: str = "documented"  # documented (the design's CNN) or vgg (the stronger VGG-BN, trainer/model.py)
     epochs: int = 60  # full passes over the training split
     batch_size: int = 64  # global batch, as in the original notebook
-    lr: float = 1e-3  # peak Adam learning rate (the seed's 1e-4 learns too slowly)
+    lr: float = 1e-3  # peak learning rate (Adam: the seed's 1e-4 learns too slowly)
+    optimizer: str = "adam"  # adam, or sgd (with Nesterov momentum)
+    momentum: float = 0.9  # sgd's Nesterov momentum (adam ignores it)
+    weight_decay: float = 0.0  # decoupled weight decay: each step shrinks weights by lr * weight_decay; 0 is off
     schedule: str = "cosine"  # cosine (decay to 0 after warm-up) or constant
     warmup_epochs: float = 2.0  # linear warm-up from 0 to lr
     augment: bool = True  # random flip, shift, rotation and zoom of training faces
     shift: float = 0.1  # max translation, fraction of the image side
     rotate_deg: float = 10.0  # max rotation in degrees
     zoom: float = 0.1  # max zoom in or out, fraction
+    erase: float = 0.0  # random erasing: chance per face of blanking a rectangle (2-33 % of its area); 0 is off
     class_weights: str = "none"  # none, sqrt or balanced: loss weight per class by frequency
     label_smoothing: float = 0.0  # cross-entropy label smoothing
     mixup: float = 0.0  # >0: mix each training face with another of its batch, weight ~ Beta(a, a); 0 is off
@@ -75,6 +80,9 @@ BOUNDS: dict[str, Number] = {
     "shift": Number(float, 0, 1),  # Keras' RandomTranslation takes at most the whole side
     "rotate_deg": Number(float, 0, 180),
     "zoom": Number(float, 0, 0.9),  # RandomZoom: 1 would zoom into a single pixel
+    "erase": Number(float, 0, 1),  # a probability
+    "momentum": Number(float, 0, 0.999),  # 1 would never forget a gradient
+    "weight_decay": Number(float, 0, 1),
     "label_smoothing": Number(float, 0, 1),
     "mixup": Number(float, 0, 10),
     "val_fraction": VAL_FRACTION,
@@ -84,6 +92,8 @@ BOUNDS: dict[str, Number] = {
     "swa_epochs": Number(int, 0, 10_000),
 }
 CHOICES = {
+    "arch": ("documented", "vgg"),  # trainer.model.ARCHITECTURES
+    "optimizer": ("adam", "sgd"),
     "schedule": ("cosine", "constant"),
     "class_weights": ("none", "sqrt", "balanced"),
     "precision": ("fp32", "bf16", "fp16"),

@@ -29,15 +29,29 @@ from trainer.train import fit, machine_precision_problem
 def _parser() -> ArgumentParser:
     d = FitConfig()
     b = BOUNDS
-    p = ArgumentParser(prog="trainer-fit", description="Train the documented emotion CNN on FER2013.")
+    p = ArgumentParser(prog="trainer-fit", description="Train an emotion CNN (the documented one, or --arch vgg) on FER2013.")
     p.add_argument(
         "--data", type=str, help="FER2013 folder with train/ and test/, or fer2013.csv (required unless --resume)"
     )
     p.add_argument("--out", default=d.out, help="run folder for checkpoints, logs and report")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument(
+        "--arch",
+        choices=CHOICES["arch"],
+        default=d.arch,
+        help="architecture: documented (the design's CNN) or vgg (the stronger VGG with batch norm; see MODEL_CARD.md)",
+    )
     p.add_argument("--epochs", type=b["epochs"], default=d.epochs, help="number of epochs")
     p.add_argument("--batch-size", type=b["batch_size"], default=d.batch_size, help="global batch size")
-    p.add_argument("--lr", type=b["lr"], default=d.lr, help="peak learning rate (Adam)")
+    p.add_argument("--lr", type=b["lr"], default=d.lr, help="peak learning rate")
+    p.add_argument("--optimizer", choices=CHOICES["optimizer"], default=d.optimizer, help="adam, or sgd (Nesterov)")
+    p.add_argument("--momentum", type=b["momentum"], default=d.momentum, help="sgd's Nesterov momentum")
+    p.add_argument(
+        "--weight-decay",
+        type=b["weight_decay"],
+        default=d.weight_decay,
+        help="decoupled weight decay (each step shrinks weights by lr x this), e.g. 5e-4; 0 is off",
+    )
     p.add_argument("--schedule", choices=CHOICES["schedule"], default=d.schedule, help="learning-rate schedule")
     p.add_argument("--warmup-epochs", type=b["warmup_epochs"], default=d.warmup_epochs, help="linear warm-up epochs")
     p.add_argument("--no-augment", dest="augment", action="store_false", help="disable augmentation")
@@ -46,6 +60,12 @@ def _parser() -> ArgumentParser:
         "--rotate-deg", type=b["rotate_deg"], default=d.rotate_deg, help="augmentation: max rotation (degrees)"
     )
     p.add_argument("--zoom", type=b["zoom"], default=d.zoom, help="augmentation: max zoom (fraction)")
+    p.add_argument(
+        "--erase",
+        type=b["erase"],
+        default=d.erase,
+        help="augmentation: chance per face of random erasing (a rectangle of 2-33 %% of the face); 0 is off",
+    )
     p.add_argument(
         "--class-weights",
         choices=CHOICES["class_weights"],

@@ -1,12 +1,19 @@
-"""Training: the ``tf.data`` pipeline, the optimizer, the per-epoch checkpoint, and :func:`fit`.
+"""Training: the data pipeline, the optimizer, the per-epoch checkpoint, and :func:`fit`.
 
 :func:`fit` trains (or resumes) the run a :class:`~trainer.config.FitConfig` describes and writes
 its report; trainer-fit (:mod:`trainer.fit`) is its command line. TensorFlow and Keras are
 imported inside the functions that use them: importing this module stays cheap.
+
+Keras 3 runs on TensorFlow (the default), JAX or PyTorch (``KERAS_BACKEND``). On TensorFlow the
+faces flow through a ``tf.data`` pipeline (:func:`make_dataset`); on the others, where TensorFlow
+may not be installed (a GPU machine with only JAX, say), the same augmentation layers run inside
+the compiled training step (:func:`augmenting_wrapper`). Either way the saved ``.keras`` files are
+the same and export-onnx reads them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 import time
@@ -20,7 +27,7 @@ from runtime.errors import ModelError
 from trainer.config import KERAS_POLICY, ConfigError, FitConfig, check_config, cpu_flags, precision_problem
 from trainer.data import Split, load_split, train_val_split
 from trainer.evaluate import evaluate_model, format_report, plot_history
-from trainer.model import build_model, load_model, read_spec, save_model
+from trainer.model import MODEL_NAMES, build_model, load_model, read_spec, save_model
 from trainer.run_files import (
     RunError,
     RunFiles,
@@ -44,11 +51,36 @@ def class_weight_map(y: np.ndarray, k: int, mode: str) -> dict[int, float] | Non
     return {i: float(v) for i, v in enumerate(w)}
 
 
+def keras_backend() -> str:
+    """The Keras backend this process trains with: ``tensorflow``, ``jax`` or ``torch``."""
+    import keras
+
+    return keras.backend.backend()
+
+
+def uses_tf_data() -> bool:
+    """Whether faces flow through ``tf.data`` (the TensorFlow backend), else as arrays through the wrapper."""
+    return keras_backend() == "tensorflow"
+
+
 def gpu_capabilities() -> list[tuple[int, int] | None]:
-    """The CUDA compute capability (major, minor) of each GPU TensorFlow sees; None where it is not told."""
+    """The CUDA compute capability (major, minor) of each GPU Keras's backend sees; None where it is not told."""
+    backend = keras_backend()
+    caps: list[tuple[int, int] | None] = []
+    if backend == "jax":
+        import jax
+
+        for device in jax.devices():
+            if device.platform == "gpu":
+                major, _, minor = str(getattr(device, "compute_capability", "")).partition(".")
+                caps.append((int(major), int(minor or 0)) if major.isdigit() else None)
+        return caps
+    if backend == "torch":
+        import torch
+
+        return [tuple(torch.cuda.get_device_capability(i)) for i in range(torch.cuda.device_count())]
     import tensorflow as tf
 
-    caps: list[tuple[int, int] | None] = []
     for gpu in tf.config.list_physical_devices("GPU"):
         cc = tf.config.experimental.get_device_details(gpu).get("compute_capability")
         caps.append(tuple(cc) if cc else None)
@@ -63,6 +95,16 @@ def machine_precision_problem(precision: str) -> str | None:
     if precision == "fp32":
         return None
     return precision_problem(precision, cpu_flags(), gpu_capabilities())
+
+
+def backend_config_problem(cfg: FitConfig, backend: str) -> str | None:
+    """What ``cfg`` asks that only the TensorFlow backend does (with the fix), or None."""
+    if backend == "tensorflow":
+        return None
+    for setting, used in (("mixup", cfg.mixup > 0), ("cpu_replicas", cfg.cpu_replicas > 1), ("tensorboard", cfg.tensorboard)):
+        if used:
+            return f"{setting} needs Keras's TensorFlow backend (this is {backend}): leave it off, or unset KERAS_BACKEND"
+    return None
 
 
 def make_strategy(cpu_replicas: int):
@@ -98,7 +140,6 @@ def make_dataset(
     Beta(a, a) per face. ``class_weights`` become per-face loss weights, the label-weighted mean of
     the class weights, so a mixed face carries both of its classes' weights in proportion.
     """
-    import keras
     import tensorflow as tf
 
     # the pipeline is float32 whatever the precision: under a mixed policy Keras's augmentation
@@ -112,20 +153,8 @@ def make_dataset(
     ds = ds.batch(batch, drop_remainder=replicas > 1).map(
         lambda a, b: (tf.cast(a, tf.float32), b), num_parallel_calls=tf.data.AUTOTUNE
     )
-    if training and cfg.augment:
-        f32 = "float32"
-        layers = [keras.layers.RandomFlip("horizontal", seed=cfg.seed, dtype=f32)]
-        if cfg.shift > 0:
-            layers.append(
-                keras.layers.RandomTranslation(cfg.shift, cfg.shift, fill_mode="nearest", seed=cfg.seed + 1, dtype=f32)
-            )
-        if cfg.rotate_deg > 0:
-            layers.append(
-                keras.layers.RandomRotation(cfg.rotate_deg / 360.0, fill_mode="nearest", seed=cfg.seed + 2, dtype=f32)
-            )
-        if cfg.zoom > 0:
-            layers.append(keras.layers.RandomZoom(cfg.zoom, fill_mode="nearest", seed=cfg.seed + 3, dtype=f32))
-        aug = keras.Sequential(layers, name="augment")
+    aug = make_augmenter(cfg) if training else None
+    if aug is not None:
         ds = ds.map(
             lambda a, b: (tf.clip_by_value(aug(a, training=True), 0.0, 255.0), b), num_parallel_calls=tf.data.AUTOTUNE
         )
@@ -135,6 +164,56 @@ def make_dataset(
         w = tf.constant([class_weights[i] for i in range(k)], tf.float32)
         ds = ds.map(lambda a, b: (a, b, tf.linalg.matvec(b, w)), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def make_augmenter(cfg: FitConfig):
+    """The training augmentation as Keras layers (float32, 0-255 pixels in and out), or None when off.
+
+    Random horizontal flip, shift, rotation and zoom (each only when its setting is above 0), then
+    random erasing with ``cfg.erase``. Used by both pipelines: mapped over ``tf.data`` batches on
+    TensorFlow, and inside the compiled training step on the other backends.
+    """
+    import keras
+
+    if not cfg.augment:
+        return None
+    f32 = "float32"  # under a mixed policy these layers would otherwise round pixels to 16 bits
+    layers = [keras.layers.RandomFlip("horizontal", seed=cfg.seed, dtype=f32)]
+    if cfg.shift > 0:
+        layers.append(
+            keras.layers.RandomTranslation(cfg.shift, cfg.shift, fill_mode="nearest", seed=cfg.seed + 1, dtype=f32)
+        )
+    if cfg.rotate_deg > 0:
+        layers.append(
+            keras.layers.RandomRotation(cfg.rotate_deg / 360.0, fill_mode="nearest", seed=cfg.seed + 2, dtype=f32)
+        )
+    if cfg.zoom > 0:
+        layers.append(keras.layers.RandomZoom(cfg.zoom, fill_mode="nearest", seed=cfg.seed + 3, dtype=f32))
+    if cfg.erase > 0:  # blanks to random pixel values, as Zhong et al.'s random erasing
+        # (p, p): a single float would draw each batch's chance from [0, p]
+        erasing = keras.layers.RandomErasing((cfg.erase, cfg.erase), value_range=(0, 255), seed=cfg.seed + 4, dtype=f32)
+        layers.append(erasing)
+    return keras.Sequential(layers, name="augment")
+
+
+WRAPPER_NAME = "augment_then_model"  # the training-only model of the non-TensorFlow backends
+
+
+def augmenting_wrapper(model, cfg: FitConfig, spec: ModelSpec):
+    """``model`` behind the augmentation layers, for the backends without ``tf.data``.
+
+    The wrapper is what trains and what ``last.keras`` holds (so ``--resume`` finds it again); the
+    augmentation layers have no weights, so its weights are ``model``'s, in the same order.
+    :func:`for_use` takes the model back out. Pixels are clipped to 0-255 after augmentation, as
+    :func:`make_dataset` does.
+    """
+    import keras
+
+    aug = make_augmenter(cfg)
+    if aug is None:
+        return model
+    clip = keras.layers.ReLU(max_value=255.0, name="clip_0_255", dtype="float32")  # min(max(x, 0), 255)
+    return keras.Sequential([keras.Input(shape=spec.input_shape, name="pixels"), aug, clip, model], name=WRAPPER_NAME)
 
 
 def _mixup(x, y, alpha: float):
@@ -150,11 +229,18 @@ def _mixup(x, y, alpha: float):
 
 
 def make_optimizer(cfg: FitConfig, steps_per_epoch: int):
-    """Adam with linear warm-up then cosine decay to zero (or a constant rate)."""
+    """Adam or SGD with Nesterov momentum, optional decoupled weight decay, and a learning rate with
+    linear warm-up then cosine decay to zero (or a constant rate)."""
     import keras
 
+    def optimizer(rate):
+        decay = cfg.weight_decay or None
+        if cfg.optimizer == "sgd":
+            return keras.optimizers.SGD(rate, momentum=cfg.momentum, nesterov=True, weight_decay=decay)
+        return keras.optimizers.Adam(rate, weight_decay=decay)
+
     if cfg.schedule == "constant":
-        return keras.optimizers.Adam(cfg.lr)
+        return optimizer(cfg.lr)
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
     total = cfg.epochs * steps_per_epoch
     schedule = keras.optimizers.schedules.CosineDecay(
@@ -164,7 +250,7 @@ def make_optimizer(cfg: FitConfig, steps_per_epoch: int):
         warmup_target=cfg.lr if warmup else None,
         warmup_steps=warmup,
     )
-    return keras.optimizers.Adam(schedule)
+    return optimizer(schedule)
 
 
 def for_use(model, spec: ModelSpec, cfg: FitConfig):
@@ -175,9 +261,11 @@ def for_use(model, spec: ModelSpec, cfg: FitConfig):
     export-onnx and ``--init-from`` read it like any other (tf2onnx cannot convert bfloat16
     layers). The checkpoint ``last.keras`` keeps the training precision, for ``--resume``.
     """
+    if model.name == WRAPPER_NAME:  # the augmentation layers hold no weights: the model's come out whole
+        model = model.get_layer(MODEL_NAMES[cfg.arch])
     if cfg.precision == "fp32":
         return model
-    copy = build_model(spec, dtype="float32")
+    copy = build_model(spec, dtype="float32", arch=cfg.arch)
     copy.set_weights(model.get_weights())
     return copy
 
@@ -222,13 +310,13 @@ def _copy_weights(model, path: Path) -> None:
     """Start ``model`` (a Keras model) from the weights of the ``.keras`` model in ``path``.
 
     Raises:
-        ModelError: The model does not load, or its layers differ from the documented CNN's.
+        ModelError: The model does not load, or its layers differ from ``model``'s.
     """
     try:
         model.set_weights(load_model(path).get_weights())
     except ValueError as exc:
         raise ModelError(
-            f"model {path} to start from is not the documented CNN ({first_line(exc, 120)}): "
+            f"model {path} to start from has other layers than {model.name} ({first_line(exc, 120)}): "
             "give a model from trainer-fit"
         ) from None
 
@@ -253,6 +341,9 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
     problem = machine_precision_problem(cfg.precision)
     if problem:
         raise ConfigError(f"{problem}: train in fp32 instead")
+    backend_problem = backend_config_problem(cfg, keras_backend())
+    if backend_problem:
+        raise ConfigError(backend_problem)
     check_run_folder(files.out)
     if resume:
         state = read_state(files)
@@ -306,46 +397,57 @@ def _train_and_report(
 ) -> dict:
     """:func:`fit` once the data is read and Keras's dtype policy is set: train, save, report."""
     import keras
-    import tensorflow as tf
 
-    strategy = make_strategy(cfg.cpu_replicas)
+    on_tf = uses_tf_data()
+    strategy = make_strategy(cfg.cpu_replicas) if on_tf else None
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     keras.utils.set_random_seed(cfg.seed)
     k = spec.num_classes
     steps = int(np.ceil(len(train) / cfg.batch_size))
-    with strategy.scope():
+    with scope:
         if resume:
             model = load_model(files.last, compile=True)
             print(f"resuming at epoch {state['epoch'] + 1}/{cfg.epochs} from {files.last}", file=sys.stderr)
         else:
-            model = build_model(spec)
+            model = build_model(spec, arch=cfg.arch)
             if cfg.init_from:
                 _copy_weights(model, Path(cfg.init_from))
                 print(f"starting from the weights of {cfg.init_from}", file=sys.stderr)
+            if not on_tf:
+                model = augmenting_wrapper(model, cfg, spec)
             model.compile(
                 optimizer=make_optimizer(cfg, steps),
                 loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
                 metrics=["accuracy"],
             )
     print(
-        f"devices: {strategy.num_replicas_in_sync} replica(s); GPUs: {len(tf.config.list_physical_devices('GPU'))}; "
-        f"precision {cfg.precision} (Keras policy {KERAS_POLICY[cfg.precision]})",
+        f"devices: {replicas} replica(s); GPUs: {len(gpu_capabilities())}; backend {keras_backend()}; "
+        f"arch {cfg.arch}; precision {cfg.precision} (Keras policy {KERAS_POLICY[cfg.precision]})",
         file=sys.stderr,
     )
     callbacks = [_make_checkpoint_callback(files, spec, state, cfg)]
     if cfg.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(files.out / "tensorboard")))
-    if state["epoch"] < cfg.epochs:
+    weights = class_weight_map(train.y, k, cfg.class_weights)
+    if state["epoch"] < cfg.epochs and on_tf:
         model.fit(
-            make_dataset(
-                train.x,
-                train.y,
-                k,
-                cfg,
-                training=True,
-                replicas=strategy.num_replicas_in_sync,
-                class_weights=class_weight_map(train.y, k, cfg.class_weights),
-            ),
-            validation_data=make_dataset(val.x, val.y, k, cfg, training=False, replicas=strategy.num_replicas_in_sync),
+            make_dataset(train.x, train.y, k, cfg, training=True, replicas=replicas, class_weights=weights),
+            validation_data=make_dataset(val.x, val.y, k, cfg, training=False, replicas=replicas),
+            epochs=cfg.epochs,
+            initial_epoch=state["epoch"],
+            callbacks=callbacks,
+            verbose=1 if sys.stderr.isatty() else 2,
+        )
+    elif state["epoch"] < cfg.epochs:  # arrays: Keras shuffles and batches; the wrapper augments on the device
+        eye = np.eye(k, dtype=np.float32)
+        model.fit(
+            train.x.astype(np.float32),
+            eye[train.y],
+            sample_weight=None if weights is None else np.array([weights[int(c)] for c in train.y], np.float32),
+            batch_size=cfg.batch_size,
+            shuffle=True,
+            validation_data=(val.x.astype(np.float32), eye[val.y]),
             epochs=cfg.epochs,
             initial_epoch=state["epoch"],
             callbacks=callbacks,

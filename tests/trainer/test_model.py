@@ -86,3 +86,24 @@ def test_mixed_precision_keeps_float32_weights_input_and_softmax(policy: str) ->
     assert {layer.dtype_policy.name for layer in copy.layers} == {"float32"}
     assert all(np.array_equal(a, b) for a, b in zip(copy.get_weights(), model.get_weights(), strict=True))
     np.testing.assert_allclose(np.asarray(copy(x, training=False)), probs, atol=0.05)  # 16-bit rounding only
+
+
+def test_vgg_is_the_documented_stronger_model() -> None:
+    """--arch vgg: four stages of two conv-BN-relu at widths 32..256, each halving 48 -> 3; under 10 MB in float32."""
+    from trainer.model import MODEL_NAMES, VGG_WIDTHS
+
+    model = build_model(arch="vgg")
+    assert model.name == MODEL_NAMES["vgg"] and model.input_shape == (None, 48, 48, 1)
+    convs = [layer for layer in model.layers if type(layer).__name__ == "Conv2D"]
+    assert [c.filters for c in convs] == [w for w in VGG_WIDTHS for _ in (1, 2)]
+    assert all(not c.use_bias for c in convs)  # batch norm follows each
+    assert model.get_layer("pool4").output.shape[1:3] == (3, 3)
+    assert model.count_params() == 1_767_207 and model.count_params() * 4 < 10_000_000
+    x = np.random.default_rng(0).integers(0, 256, (3, 48, 48, 1)).astype(np.float32)
+    probs = np.asarray(model(x, training=False))
+    assert probs.shape == (3, 7) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_unknown_architecture_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown architecture 'resnet'"):
+        build_model(arch="resnet")
