@@ -20,7 +20,7 @@ from runtime.contract import FER2013_LABELS
 from runtime.errors import EmocamError, ModelError
 from trainer.cli_common import inference_errors
 from trainer.data import sample_faces
-from trainer.model import MULTIPLY_ADDS
+from trainer.model import MULTIPLY_ADDS, MULTIPLY_ADDS_BY_ARCH
 
 FACE_COUNT = 512  # faces fed to the model runs: the largest batch, tiled when fewer are found
 MODEL_FIX = "give an .onnx model from export-onnx that runs in onnxruntime"  # the fix when a model fails to run
@@ -28,22 +28,25 @@ AGREEMENT_BATCH = 128  # faces per call when measuring agreement
 
 
 def _flops_per_face(model: Path | None = None) -> int:
-    """FLOPs per face: 2 x the documented multiply-adds (77.3 M) x the network passes per face.
+    """FLOPs per face: 2 x the architecture's multiply-adds x the network passes per face.
 
-    A model exported with test-time augmentation runs the network several times per face
-    (``--tta flip``: 2, ``--tta flip-zoom``: 6); its ``forward_passes`` metadata says how many.
+    The ``architecture`` metadata (export-onnx) picks the multiply-adds (the documented CNN's
+    77.3 M where it is missing). A model exported with test-time augmentation runs the network
+    several times per face (``--tta flip``: 2, ``--tta flip-zoom``: 6); its ``forward_passes``
+    metadata says how many.
 
     Raises:
         ModelError: The ``forward_passes`` metadata is not a positive integer.
     """
-    passes = 1
+    passes, multiply_adds = 1, MULTIPLY_ADDS
     if model is not None:
-        meta = ort_session(str(model)).get_modelmeta()
-        text = meta.custom_metadata_map.get("forward_passes", "1")
+        meta = ort_session(str(model)).get_modelmeta().custom_metadata_map
+        text = meta.get("forward_passes", "1")
         if not text.isdigit() or int(text) < 1:
             raise ModelError(f"model {model} has forward_passes metadata {text[:40]!r}: re-export it with export-onnx")
         passes = int(text)
-    return 2 * MULTIPLY_ADDS * passes
+        multiply_adds = MULTIPLY_ADDS_BY_ARCH.get(meta.get("architecture", "documented"), MULTIPLY_ADDS)
+    return 2 * multiply_adds * passes
 
 
 @dataclass(frozen=True)

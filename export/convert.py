@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import json
 import sys
+import zipfile
 from pathlib import Path
 
 from export.config import INPUT_NAME, OPSET, OUTPUT_NAME, TTA_VIEWS, ZOOM_PX
@@ -104,6 +105,18 @@ def set_metadata(proto, entries: dict[str, str]) -> None:
         proto.metadata_props.add(key=key, value=value)
 
 
+def architecture(model_path: Path) -> str:
+    """The ``trainer-fit --arch`` of a ``.keras`` file (by the Keras model's name), or ``other``."""
+    from trainer.model import MODEL_NAMES
+
+    try:
+        with zipfile.ZipFile(model_path) as zf:
+            name = json.loads(zf.read("config.json")).get("config", {}).get("name")
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, AttributeError):
+        return "other"
+    return next((arch for arch, model_name in MODEL_NAMES.items() if model_name == name), "other")
+
+
 def provenance(model_path: Path, opset: int, variant: str, tta: str = "none") -> dict[str, str]:
     """Source hash, training data and accuracy (from the run folder), export time, tool versions."""
     import keras
@@ -118,6 +131,7 @@ def provenance(model_path: Path, opset: int, variant: str, tta: str = "none") ->
         "test_time_augmentation": tta,  # see export.config.TTA_VIEWS
         "forward_passes": str(TTA_VIEWS[tta]),  # network evaluations per face
         "source_model": model_path.name,
+        "architecture": architecture(model_path),  # trainer-fit --arch
         "source_sha256": hashlib.sha256(model_path.read_bytes()).hexdigest(),
         "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "tool_versions": json.dumps(

@@ -1,10 +1,12 @@
-"""The shipped default model: the documented CNN trained on FER2013 (see MODEL_CARD.md)."""
+"""The shipped models: the documented CNN (the default) and the stronger VGG-BN (see MODEL_CARD.md)."""
 
 from pathlib import Path
 
 MODELS_DIR = Path(__file__).resolve().parent
 DEFAULT_MODEL = MODELS_DIR / "emotion_cnn.onnx"  # fp32, verified against Keras by export-onnx
 INT8_MODEL = MODELS_DIR / "emotion_cnn.int8.onnx"  # static INT8 (QDQ), if it met its accuracy bound
+VGG_MODEL = MODELS_DIR / "emotion_vgg.onnx"  # trainer-fit --arch vgg: the stronger model, fp32
+VGG_INT8_MODEL = MODELS_DIR / "emotion_vgg.int8.onnx"  # its static INT8 (QDQ) variant
 
-# Shipped models by name: ``runtime-live --model int8`` works from any folder after ``pip install``.
-SHIPPED_MODELS = {"fp32": DEFAULT_MODEL, "int8": INT8_MODEL}
+# Shipped models by name: ``runtime-live --model vgg`` works from any folder after ``pip install``.
+SHIPPED_MODELS = {"fp32": DEFAULT_MODEL, "int8": INT8_MODEL, "vgg": VGG_MODEL, "vgg-int8": VGG_INT8_MODEL}

@@ -1,4 +1,4 @@
-"""trainer-fit: train the documented CNN on FER2013, resumably, and report on the test split.
+"""trainer-fit: train the documented CNN (or --arch vgg) on FER2013, resumably, and report on the test split.
 
 A run folder holds everything: ``config.json``, ``checkpoints/last.keras`` (every epoch, with
 optimizer state), ``best.keras`` (best validation accuracy), ``final.keras``, ``history.csv``,
@@ -29,7 +29,7 @@ from trainer.train import fit, machine_precision_problem
 def _parser() -> ArgumentParser:
     d = FitConfig()
     b = BOUNDS
-    p = ArgumentParser(prog="trainer-fit", description="Train an emotion CNN (the documented one, or --arch vgg) on FER2013.")
+    p = ArgumentParser(prog="trainer-fit", description="Train an emotion CNN (documented, or --arch vgg) on FER2013.")
     p.add_argument(
         "--data", type=str, help="FER2013 folder with train/ and test/, or fer2013.csv (required unless --resume)"
     )
@@ -39,7 +39,7 @@ def _parser() -> ArgumentParser:
         "--arch",
         choices=CHOICES["arch"],
         default=d.arch,
-        help="architecture: documented (the design's CNN) or vgg (the stronger VGG with batch norm; see MODEL_CARD.md)",
+        help="architecture: documented (the design's CNN) or vgg (the stronger VGG with batch norm; MODEL_CARD.md)",
     )
     p.add_argument("--epochs", type=b["epochs"], default=d.epochs, help="number of epochs")
     p.add_argument("--batch-size", type=b["batch_size"], default=d.batch_size, help="global batch size")

@@ -21,6 +21,7 @@ from runtime.errors import ModelError
 SPEC_MEMBER = "emocam_model_spec.json"  # extra member of the .keras zip holding the ModelSpec
 PARAMETERS = 2_345_607  # documented parameter count of the CNN
 MULTIPLY_ADDS = 77_300_000  # documented cost per face (rounded)
+MULTIPLY_ADDS_BY_ARCH = {"documented": MULTIPLY_ADDS, "vgg": 118_040_320}  # per face and network pass, at 48x48
 
 
 ARCHITECTURES = ("documented", "vgg")  # trainer-fit --arch: the documented CNN (default), the stronger VGG-BN
@@ -104,7 +105,7 @@ def build_vgg(spec: ModelSpec, dtype: str | None):
     Four stages of two 3x3 convolutions (same padding, no bias) each followed by batch norm and
     relu, with widths :data:`VGG_WIDTHS`, each stage ending in MaxPool 2 (48 -> 24 -> 12 -> 6 -> 3);
     then Dropout .3 -> Flatten -> Dense 256 (batch norm, relu) -> Dropout .5 -> Dense N softmax.
-    At 48x48 that is 1.77 M parameters (7 MB in float32) and 117 M multiply-adds a face; export
+    At 48x48 that is 1.77 M parameters (7 MB in float32) and 118 M multiply-adds a face; export
     folds the batch norms into the convolutions.
     """
     import keras

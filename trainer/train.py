@@ -6,9 +6,9 @@ imported inside the functions that use them: importing this module stays cheap.
 
 Keras 3 runs on TensorFlow (the default), JAX or PyTorch (``KERAS_BACKEND``). On TensorFlow the
 faces flow through a ``tf.data`` pipeline (:func:`make_dataset`); on the others, where TensorFlow
-may not be installed (a GPU machine with only JAX, say), the same augmentation layers run inside
-the compiled training step (:func:`augmenting_wrapper`). Either way the saved ``.keras`` files are
-the same and export-onnx reads them.
+may not be installed (a GPU machine with only JAX, say), batches are augmented on the host
+(:mod:`trainer.augment`). Either way the saved ``.keras`` files are the same and export-onnx reads
+them.
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ import numpy as np
 from runtime.cli_support import first_line
 from runtime.contract import ModelSpec
 from runtime.errors import ModelError
+from trainer.augment import HostAugment, face_batches
 from trainer.config import KERAS_POLICY, ConfigError, FitConfig, check_config, cpu_flags, precision_problem
 from trainer.data import Split, load_split, train_val_split
 from trainer.evaluate import evaluate_model, format_report, plot_history
-from trainer.model import MODEL_NAMES, build_model, load_model, read_spec, save_model
+from trainer.model import build_model, load_model, read_spec, save_model
 from trainer.run_files import (
     RunError,
     RunFiles,
@@ -59,7 +60,7 @@ def keras_backend() -> str:
 
 
 def uses_tf_data() -> bool:
-    """Whether faces flow through ``tf.data`` (the TensorFlow backend), else as arrays through the wrapper."""
+    """Whether faces flow through ``tf.data`` (the TensorFlow backend), else through :mod:`trainer.augment`."""
     return keras_backend() == "tensorflow"
 
 
@@ -101,9 +102,12 @@ def backend_config_problem(cfg: FitConfig, backend: str) -> str | None:
     """What ``cfg`` asks that only the TensorFlow backend does (with the fix), or None."""
     if backend == "tensorflow":
         return None
-    for setting, used in (("mixup", cfg.mixup > 0), ("cpu_replicas", cfg.cpu_replicas > 1), ("tensorboard", cfg.tensorboard)):
+    tf_only = {"mixup": cfg.mixup > 0, "cpu_replicas": cfg.cpu_replicas > 1, "tensorboard": cfg.tensorboard}
+    for setting, used in tf_only.items():
         if used:
-            return f"{setting} needs Keras's TensorFlow backend (this is {backend}): leave it off, or unset KERAS_BACKEND"
+            return (
+                f"{setting} needs Keras's TensorFlow backend (this is {backend}): leave it off, or unset KERAS_BACKEND"
+            )
     return None
 
 
@@ -170,8 +174,8 @@ def make_augmenter(cfg: FitConfig):
     """The training augmentation as Keras layers (float32, 0-255 pixels in and out), or None when off.
 
     Random horizontal flip, shift, rotation and zoom (each only when its setting is above 0), then
-    random erasing with ``cfg.erase``. Used by both pipelines: mapped over ``tf.data`` batches on
-    TensorFlow, and inside the compiled training step on the other backends.
+    random erasing with ``cfg.erase``; mapped over ``tf.data`` batches (:mod:`trainer.augment` is
+    its host-side twin for the other backends).
     """
     import keras
 
@@ -194,26 +198,6 @@ def make_augmenter(cfg: FitConfig):
         erasing = keras.layers.RandomErasing((cfg.erase, cfg.erase), value_range=(0, 255), seed=cfg.seed + 4, dtype=f32)
         layers.append(erasing)
     return keras.Sequential(layers, name="augment")
-
-
-WRAPPER_NAME = "augment_then_model"  # the training-only model of the non-TensorFlow backends
-
-
-def augmenting_wrapper(model, cfg: FitConfig, spec: ModelSpec):
-    """``model`` behind the augmentation layers, for the backends without ``tf.data``.
-
-    The wrapper is what trains and what ``last.keras`` holds (so ``--resume`` finds it again); the
-    augmentation layers have no weights, so its weights are ``model``'s, in the same order.
-    :func:`for_use` takes the model back out. Pixels are clipped to 0-255 after augmentation, as
-    :func:`make_dataset` does.
-    """
-    import keras
-
-    aug = make_augmenter(cfg)
-    if aug is None:
-        return model
-    clip = keras.layers.ReLU(max_value=255.0, name="clip_0_255", dtype="float32")  # min(max(x, 0), 255)
-    return keras.Sequential([keras.Input(shape=spec.input_shape, name="pixels"), aug, clip, model], name=WRAPPER_NAME)
 
 
 def _mixup(x, y, alpha: float):
@@ -261,8 +245,6 @@ def for_use(model, spec: ModelSpec, cfg: FitConfig):
     export-onnx and ``--init-from`` read it like any other (tf2onnx cannot convert bfloat16
     layers). The checkpoint ``last.keras`` keeps the training precision, for ``--resume``.
     """
-    if model.name == WRAPPER_NAME:  # the augmentation layers hold no weights: the model's come out whole
-        model = model.get_layer(MODEL_NAMES[cfg.arch])
     if cfg.precision == "fp32":
         return model
     copy = build_model(spec, dtype="float32", arch=cfg.arch)
@@ -414,8 +396,6 @@ def _train_and_report(
             if cfg.init_from:
                 _copy_weights(model, Path(cfg.init_from))
                 print(f"starting from the weights of {cfg.init_from}", file=sys.stderr)
-            if not on_tf:
-                model = augmenting_wrapper(model, cfg, spec)
             model.compile(
                 optimizer=make_optimizer(cfg, steps),
                 loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
@@ -439,14 +419,19 @@ def _train_and_report(
             callbacks=callbacks,
             verbose=1 if sys.stderr.isatty() else 2,
         )
-    elif state["epoch"] < cfg.epochs:  # arrays: Keras shuffles and batches; the wrapper augments on the device
+    elif state["epoch"] < cfg.epochs:  # batches augmented on the host while the device trains
         eye = np.eye(k, dtype=np.float32)
+        augment = HostAugment(cfg.shift, cfg.rotate_deg, cfg.zoom, cfg.erase) if cfg.augment else None
         model.fit(
-            train.x.astype(np.float32),
-            eye[train.y],
-            sample_weight=None if weights is None else np.array([weights[int(c)] for c in train.y], np.float32),
-            batch_size=cfg.batch_size,
-            shuffle=True,
+            face_batches(
+                train.x,
+                eye[train.y],
+                cfg.batch_size,
+                cfg.seed,
+                augment,
+                sample_weight=None if weights is None else np.array([weights[int(c)] for c in train.y], np.float32),
+                first_epoch=state["epoch"],
+            ),
             validation_data=(val.x.astype(np.float32), eye[val.y]),
             epochs=cfg.epochs,
             initial_epoch=state["epoch"],

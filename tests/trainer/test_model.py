@@ -107,3 +107,19 @@ def test_vgg_is_the_documented_stronger_model() -> None:
 def test_unknown_architecture_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown architecture 'resnet'"):
         build_model(arch="resnet")
+
+
+@pytest.mark.parametrize("arch", ["documented", "vgg"])
+def test_multiply_adds_match_the_layers(arch: str) -> None:
+    """The cost the benchmark divides by is the layers' own: conv and dense multiply-adds per face."""
+    from trainer.model import MULTIPLY_ADDS_BY_ARCH
+
+    total = 0
+    for layer in build_model(arch=arch).layers:
+        kind = type(layer).__name__
+        if kind == "Conv2D":
+            h, w, c_out = layer.output.shape[1:]
+            total += h * w * c_out * layer.input.shape[-1] * layer.kernel_size[0] * layer.kernel_size[1]
+        elif kind == "Dense":
+            total += layer.input.shape[-1] * layer.units
+    assert total == pytest.approx(MULTIPLY_ADDS_BY_ARCH[arch], rel=0.002)

@@ -1,0 +1,48 @@
+"""The shipped stronger model (trainer-fit --arch vgg): selectable by name, small, accurate, INT8 agrees."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from models import DEFAULT_MODEL, VGG_INT8_MODEL, VGG_MODEL
+from runtime.classifier import EmotionClassifier
+from runtime.contract import FER2013_LABELS
+
+SAMPLE = 300  # real PublicTest faces, fixed seed
+MARGIN = 0.02  # the VGG must beat the documented CNN by this much on the same faces (MODEL_CARD: +6 points)
+
+
+@pytest.fixture(scope="module")
+def public_test_sample(fer_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    files = sorted((fer_dir / "test").glob("*/*.jpg"))
+    pick = np.random.default_rng(7).choice(len(files), SAMPLE, replace=False)
+    x = np.stack([cv2.imread(str(files[i]), cv2.IMREAD_GRAYSCALE) for i in pick])[..., None].astype(np.float32)
+    y = np.array([FER2013_LABELS.index(files[i].parent.name) for i in pick])
+    return x, y
+
+
+def test_vgg_is_shipped_by_name_under_10_mb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # a name works from any folder, as after pip install
+    for name, path, variant in (("vgg", VGG_MODEL, "fp32"), ("vgg-int8", VGG_INT8_MODEL, "int8")):
+        clf = EmotionClassifier(name, provider="cpu")
+        assert clf.path == path and path.stat().st_size < 10_000_000, name
+        assert clf.labels == FER2013_LABELS and clf.spec.input_shape == (48, 48, 1)
+        assert clf.metadata["architecture"] == "vgg" and clf.metadata["variant"] == variant
+
+
+def test_vgg_beats_the_documented_cnn_on_the_same_real_faces(public_test_sample) -> None:
+    x, y = public_test_sample
+    vgg = float((EmotionClassifier(VGG_MODEL, provider="cpu").predict(x).argmax(1) == y).mean())
+    documented = float((EmotionClassifier(DEFAULT_MODEL, provider="cpu").predict(x).argmax(1) == y).mean())
+    assert vgg >= documented + MARGIN, (vgg, documented)
+
+
+def test_vgg_int8_agrees_with_its_fp32(public_test_sample) -> None:
+    x, _ = public_test_sample
+    fp32 = EmotionClassifier(VGG_MODEL, provider="cpu").predict(x).argmax(1)
+    int8 = EmotionClassifier(VGG_INT8_MODEL, provider="cpu").predict(x).argmax(1)
+    assert (int8 == fp32).mean() >= 0.95

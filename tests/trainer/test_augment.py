@@ -1,0 +1,59 @@
+"""Host-side augmentation (the JAX and PyTorch backends' pipeline) on real faces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trainer.augment import HostAugment, face_batches
+from trainer.data import load_split
+
+
+@pytest.fixture(scope="module")
+def faces(fer_dir: Path) -> np.ndarray:
+    return load_split(fer_dir, "test", limit_per_class=20, seed=0).x  # 140 real faces, uint8
+
+
+def test_flip_alone_gives_each_face_or_its_mirror_about_half_each(faces: np.ndarray) -> None:
+    out = HostAugment(shift=0, rotate_deg=0, zoom=0)(faces, np.random.default_rng(0))
+    assert out.dtype == np.float32 and out.shape == faces.shape
+    same = [np.array_equal(o, f) for o, f in zip(out, faces.astype(np.float32), strict=True)]
+    mirrored = [np.array_equal(o, f[:, ::-1]) for o, f in zip(out, faces.astype(np.float32), strict=True)]
+    assert all(s or m for s, m in zip(same, mirrored, strict=True))
+    assert 0.35 < np.mean(mirrored) < 0.65
+
+
+def test_warps_move_faces_within_range_and_repeat_with_the_seed(faces: np.ndarray) -> None:
+    aug = HostAugment(shift=0.2, rotate_deg=10, zoom=0.2)
+    out = aug(faces, np.random.default_rng(1))
+    assert out.min() >= 0 and out.max() <= 255  # border repeated, linear interpolation: no overshoot
+    diff = np.abs(out - faces.astype(np.float32)).mean(axis=(1, 2, 3))
+    assert (diff > 1).mean() > 0.9  # nearly every face moved
+    assert np.array_equal(out, aug(faces, np.random.default_rng(1)))
+    assert not np.array_equal(out, aug(faces, np.random.default_rng(2)))
+
+
+def test_erasing_blanks_one_rectangle_in_the_asked_share_of_faces(faces: np.ndarray) -> None:
+    plain = HostAugment(shift=0, rotate_deg=0, zoom=0)(faces, np.random.default_rng(3))
+    erased = HostAugment(shift=0, rotate_deg=0, zoom=0, erase=0.5)(faces, np.random.default_rng(3))
+    changed = (plain != erased).reshape(len(faces), -1)
+    share = changed.any(axis=1).mean()
+    assert 0.35 < share < 0.65
+    areas = changed.sum(axis=1)[changed.any(axis=1)] / (48 * 48)
+    assert areas.max() <= 0.34 and np.median(areas) > 0.02
+
+
+def test_batches_cover_every_face_once_per_epoch_and_reshuffle(faces: np.ndarray) -> None:
+    y = np.eye(7, dtype=np.float32)[np.arange(len(faces)) % 7]
+    weights = np.arange(len(faces), dtype=np.float32)
+    batches = face_batches(faces, y, 32, seed=5, augment=None, sample_weight=weights, workers=1)
+    assert len(batches) == 5  # 140 faces: 4 of 32 and one of 12
+    seen = np.concatenate([batches[i][2] for i in range(len(batches))])
+    assert sorted(seen.tolist()) == weights.tolist()  # each face once, its weight with it
+    first = batches[0][2].copy()
+    batches.on_epoch_end()
+    assert not np.array_equal(first, batches[0][2])
+    x0, y0, w0 = batches[0]
+    assert x0.dtype == np.float32 and np.array_equal(y0, y[w0.astype(int)])
