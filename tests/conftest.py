@@ -106,3 +106,17 @@ def tiny_run(fer_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
                    "--limit-per-class", "25", "--batch-size", "32", "--seed", "7")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
+
+
+def public_test_sample(fer_dir: Path, count: int, seed: int) -> tuple:
+    """``count`` real PublicTest faces picked with ``seed``: float32 raw pixels (N, 48, 48, 1) and label indices."""
+    import cv2
+    import numpy as np
+
+    from runtime.contract import FER2013_LABELS
+
+    files = sorted((fer_dir / "test").glob("*/*.jpg"))
+    pick = np.random.default_rng(seed).choice(len(files), count, replace=False)
+    x = np.stack([cv2.imread(str(files[i]), cv2.IMREAD_GRAYSCALE) for i in pick])[..., None].astype(np.float32)
+    y = np.array([FER2013_LABELS.index(files[i].parent.name) for i in pick])
+    return x, y

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
 from models import DEFAULT_MODEL, INT8_MODEL
 from runtime.classifier import EmotionClassifier
 from runtime.contract import FER2013_LABELS
+from tests import conftest
 
 ACCURACY_FLOOR = 0.55  # well below the reported PublicTest figure (MODEL_CARD.md), far above chance (0.14)
 SAMPLE = 200  # real PublicTest faces, fixed seed
@@ -18,11 +18,7 @@ SAMPLE = 200  # real PublicTest faces, fixed seed
 
 @pytest.fixture(scope="module")
 def public_test_sample(fer_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    files = sorted((fer_dir / "test").glob("*/*.jpg"))
-    pick = np.random.default_rng(2024).choice(len(files), SAMPLE, replace=False)
-    x = np.stack([cv2.imread(str(files[i]), cv2.IMREAD_GRAYSCALE) for i in pick])[..., None].astype(np.float32)
-    y = np.array([FER2013_LABELS.index(files[i].parent.name) for i in pick])
-    return x, y
+    return conftest.public_test_sample(fer_dir, SAMPLE, seed=2024)
 
 
 def test_default_model_loads_with_its_contract() -> None:

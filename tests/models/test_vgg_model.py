@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
 from models import DEFAULT_MODEL, VGG_INT8_MODEL, VGG_MODEL
 from runtime.classifier import EmotionClassifier
 from runtime.contract import FER2013_LABELS
+from tests import conftest
 
 SAMPLE = 800  # real PublicTest faces, fixed seed
 MARGIN = 0.01  # the VGG must beat the documented CNN by this much on the same faces (PublicTest: +2.4 points)
@@ -18,11 +18,7 @@ MARGIN = 0.01  # the VGG must beat the documented CNN by this much on the same f
 
 @pytest.fixture(scope="module")
 def public_test_sample(fer_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    files = sorted((fer_dir / "test").glob("*/*.jpg"))
-    pick = np.random.default_rng(7).choice(len(files), SAMPLE, replace=False)
-    x = np.stack([cv2.imread(str(files[i]), cv2.IMREAD_GRAYSCALE) for i in pick])[..., None].astype(np.float32)
-    y = np.array([FER2013_LABELS.index(files[i].parent.name) for i in pick])
-    return x, y
+    return conftest.public_test_sample(fer_dir, SAMPLE, seed=7)
 
 
 def test_vgg_is_shipped_by_name_under_10_mb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
