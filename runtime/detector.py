@@ -19,6 +19,35 @@ from runtime.image import to_gray
 DEFAULT_CASCADE = "haarcascade_frontalface_default.xml"  # ships with opencv-python 4.x
 
 
+
+def shipped_cascade(file_name: str) -> Path:
+    """The path of a cascade XML that ships with opencv-python.
+
+    Raises:
+        ModelError: This OpenCV has no Haar cascades (opencv-python 5.x).
+    """
+    if not hasattr(cv2, "data"):
+        raise ModelError('this OpenCV has no Haar cascades: pip install "opencv-python>=4.8,<5"')
+    return Path(cv2.data.haarcascades) / file_name
+
+
+def read_cascade(path: Path) -> cv2.CascadeClassifier:
+    """A loaded cascade.
+
+    Raises:
+        ModelError: ``path`` is missing or not a Haar cascade XML.
+    """
+    if not path.is_file():
+        raise ModelError(f"Haar cascade {path} does not exist: reinstall opencv-python>=4.8,<5")
+    try:
+        cascade = cv2.CascadeClassifier(str(path))
+    except (cv2.error, SystemError):  # OpenCV 4.x raises (wrapped in SystemError) on a non-XML file
+        cascade = None
+    if cascade is None or cascade.empty():
+        raise ModelError(f"{path} is not a valid Haar cascade XML")
+    return cascade
+
+
 class HaarDetector:
     """Haar cascade face detector; the cascade is loaded once.
 
@@ -46,23 +75,12 @@ class HaarDetector:
         min_size: int = 40,
         near_scale_factor: float = 1.2,
     ) -> None:
-        if cascade_path is None:
-            if not hasattr(cv2, "data"):
-                raise ModelError('this OpenCV has no Haar cascades: pip install "opencv-python>=4.8,<5"')
-            cascade_path = Path(cv2.data.haarcascades) / DEFAULT_CASCADE
-        cascade_path = Path(cascade_path)
-        if not cascade_path.is_file():
-            raise ModelError(f"Haar cascade {cascade_path} does not exist: reinstall opencv-python>=4.8,<5")
+        cascade_path = Path(cascade_path) if cascade_path is not None else shipped_cascade(DEFAULT_CASCADE)
         if scale_factor <= 1.0 or near_scale_factor <= 1.0:
             raise ValueError(f"scale factors must be > 1, got {scale_factor} and {near_scale_factor}")
         if min_neighbors < 0 or min_size < 1 or detect_width < 0:
             raise ValueError("min neighbours must be >= 0, min size >= 1 and detect width >= 0")
-        try:
-            self.cascade = cv2.CascadeClassifier(str(cascade_path))
-        except (cv2.error, SystemError):  # OpenCV 4.x raises (wrapped in SystemError) on a non-XML file
-            self.cascade = None
-        if self.cascade is None or self.cascade.empty():
-            raise ModelError(f"{cascade_path} is not a valid Haar cascade XML")
+        self.cascade = read_cascade(cascade_path)
         self.cascade_path = str(cascade_path)
         self.detect_width = detect_width
         self.scale_factor = scale_factor
@@ -267,15 +285,6 @@ CASCADES = {  # the cascades a still search may use, by short name (all ship wit
 }
 
 
-def load_cascade(name: str) -> cv2.CascadeClassifier:
-    """One of OpenCV's shipped cascades by its short name (:data:`CASCADES`)."""
-    if not hasattr(cv2, "data"):
-        raise ModelError('this OpenCV has no Haar cascades: pip install "opencv-python>=4.8,<5"')
-    path = Path(cv2.data.haarcascades) / CASCADES[name]
-    cascade = cv2.CascadeClassifier(str(path)) if path.is_file() else None
-    if cascade is None or cascade.empty():
-        raise ModelError(f"Haar cascade {path} is missing or invalid: reinstall opencv-python>=4.8,<5")
-    return cascade
 
 
 @dataclass(frozen=True)
@@ -379,7 +388,7 @@ class StillDetector:
         self.confirm_scale_factor = confirm_scale_factor
         self.nms_iou = nms_iou
         names = set(self.frontal) | set(self.confirm)
-        self._cascades = {name: load_cascade(name) for name in names}
+        self._cascades = {name: read_cascade(shipped_cascade(CASCADES[name])) for name in names}
 
     def detect(self, frame: np.ndarray) -> Faces:
         """Find faces in a photo (grayscale, BGR or BGRA)."""
