@@ -296,13 +296,10 @@ def _loop(args: argparse.Namespace, source, pipe, outputs: Outputs, stops: StopS
     window = "runtime-live (q or Esc quits)"
     total = source.length if args.max_frames is None else min(source.length or args.max_frames, args.max_frames)
     progress = Progress(None if source.live else total)
-    last_file = None
     try:
         for frame in source:
             t0 = time.perf_counter()
-            if frame.photo or frame.path != last_file or not run.frame_ms:  # a new file: nothing carries over
-                pipe.reset(still=frame.photo)  # a photo gets the thorough search; video and cameras the fast path
-                last_file = frame.path
+            pipe.start_frame(frame.path, frame.photo)  # a new file or a photo: nothing carries over
             annotated, faces = pipe(frame.image)
             if frame.photo and not len(faces):
                 run.photos_without_faces.append(frame.name or "photo")

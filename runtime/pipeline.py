@@ -18,6 +18,9 @@ from runtime.tracker import FaceTracker
 STAGES = ("detect", "classify", "track", "composite")  # keys of Pipeline.stage_s
 
 
+_NO_FILE = object()  # no frame yet: the first frame's file, even None (a camera), is a new one
+
+
 class Pipeline:
     """Frame in, emoji-annotated frame and :class:`Faces` out.
 
@@ -92,6 +95,7 @@ class Pipeline:
         self._search = BackgroundSearch(self.detector) if self.search_lag else None
         self._last_search = 0  # frame number of the last whole-frame search
         self._shape: tuple[int, ...] = ()  # the last frame's size: another size resets the pipeline
+        self._file: object = _NO_FILE  # the file of the last frame given to start_frame
 
     @property
     def still_detector(self) -> StillDetector | None:
@@ -99,6 +103,18 @@ class Pipeline:
         if self._new_still:
             self._still_detector, self._new_still = StillDetector(), False
         return self._still_detector
+
+    def start_frame(self, path: Path | None, photo: bool) -> None:
+        """Say where the next frame comes from; the pipeline resets when nothing should carry over.
+
+        A photo, a frame of another file than the last one (a folder's next video), and the first
+        frame start afresh; a photo then gets the still detector's thorough search, and video and
+        cameras the fast path. runtime-live and each stream of ``--source A --source B`` call this
+        before every frame (:class:`runtime.sources.Frame` gives ``path`` and ``photo``).
+        """
+        if photo or path != self._file:
+            self.reset(still=photo)
+            self._file = path
 
     def reset(self, still: bool | None = None) -> None:
         """Forget the faces seen so far (call between unrelated images).

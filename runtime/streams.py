@@ -184,7 +184,6 @@ class Stream:
         self.frame_ms: list[float] = []
         self.done = False
         self.stopped_by = "end of source"
-        self.last_file: object = None
         self.last_image: np.ndarray | None = None  # the last annotated frame (the tiled window)
 
 
@@ -245,10 +244,7 @@ class MultiStream:
         t0 = time.perf_counter()
         prepared = []
         for stream, frame in got:
-            if frame.photo or frame.path != stream.last_file or not stream.frames:  # a new file: as runtime-live,
-                # nothing carries over, and a photo gets the thorough search (video and cameras the fast path)
-                stream.pipe.reset(still=frame.photo)
-                stream.last_file = frame.path
+            stream.pipe.start_frame(frame.path, frame.photo)  # as runtime-live
             prepared.append(stream.pipe.prepare(frame.image, copy=True))
         counts = [len(faces) for faces, _ in prepared]
         probs = self.classifier.predict(np.concatenate([crops for _, crops in prepared]))
