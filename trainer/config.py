@@ -17,6 +17,7 @@ from pathlib import Path
 from runtime.cli_support import SEED, Number
 from runtime.errors import EmocamError
 from trainer.cli_common import VAL_FRACTION
+from trainer.model import ARCHITECTURES
 
 
 class ConfigError(EmocamError):
@@ -92,7 +93,7 @@ BOUNDS: dict[str, Number] = {
     "swa_epochs": Number(int, 0, 10_000),
 }
 CHOICES = {
-    "arch": ("documented", "vgg"),  # trainer.model.ARCHITECTURES
+    "arch": ARCHITECTURES,
     "optimizer": ("adam", "sgd"),
     "schedule": ("cosine", "constant"),
     "class_weights": ("none", "sqrt", "balanced"),

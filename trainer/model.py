@@ -24,8 +24,8 @@ MULTIPLY_ADDS = 77_300_000  # documented cost per face (rounded)
 MULTIPLY_ADDS_BY_ARCH = {"documented": MULTIPLY_ADDS, "vgg": 118_040_320}  # per face and network pass, at 48x48
 
 
-ARCHITECTURES = ("documented", "vgg")  # trainer-fit --arch: the documented CNN (default), the stronger VGG-BN
 MODEL_NAMES = {"documented": "emotion_cnn", "vgg": "emotion_vgg"}  # the Keras model's name, per architecture
+ARCHITECTURES = tuple(MODEL_NAMES)  # trainer-fit --arch: the documented CNN (default), the stronger VGG-BN
 VGG_WIDTHS = (32, 64, 128, 256)  # channels of the VGG-BN's four stages (two 3x3 convolutions each)
 VGG_HIDDEN = 256  # units of the VGG-BN's hidden dense layer
 

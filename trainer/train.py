@@ -429,7 +429,7 @@ def _train_and_report(
                 cfg.batch_size,
                 cfg.seed,
                 augment,
-                sample_weight=None if weights is None else np.array([weights[int(c)] for c in train.y], np.float32),
+                sample_weight=None if weights is None else np.array(list(weights.values()), np.float32)[train.y],
                 first_epoch=state["epoch"],
             ),
             validation_data=(val.x.astype(np.float32), eye[val.y]),

@@ -30,6 +30,16 @@ def _pipeline(classifier, detector):
     return Pipeline(detector=detector, classifier=classifier)
 
 
+def _run_to_end(multi) -> None:
+    """Tick ``multi`` until every stream has ended, then close it."""
+    try:
+        multi.start()
+        while multi.tick():
+            pass
+    finally:
+        multi.close()
+
+
 class CountingClassifier:
     """The shared classifier, its model calls counted (every attribute passes through)."""
 
@@ -89,12 +99,7 @@ def test_a_stream_that_ends_leaves_the_others_going(classifier, detector, video_
     streams = [Stream("clip", open_source(str(video_path)), _pipeline(classifier, detector)),
                Stream("none", open_source(str(media_dir / "no_face.mp4")), _pipeline(classifier, detector))]
     multi = MultiStream(streams, max_frames=100)
-    try:
-        multi.start()
-        while multi.tick():
-            pass
-    finally:
-        multi.close()
+    _run_to_end(multi)
     assert (streams[0].frames, streams[1].frames) == (100, 95)
     assert (streams[0].stopped_by, streams[1].stopped_by) == ("max frames", "end of source")
     assert multi.ticks == 100 and multi.faces_per_call[-1] == 1
@@ -212,12 +217,7 @@ def test_a_live_stream_beside_a_file_takes_the_newest_frames(classifier, detecto
     live = Stream("live", FastLive(3000), _pipeline(classifier, detector))
     clip = Stream("clip", open_source(str(video_path)), _pipeline(classifier, detector))
     multi = MultiStream([clip, live], max_frames=40)
-    try:
-        multi.start()
-        while multi.tick():
-            pass
-    finally:
-        multi.close()
+    _run_to_end(multi)
     assert clip.frames == 40 and 1 <= live.frames <= 40
     assert live.reader.dropped > 0 and clip.reader.dropped == 0
     assert multi.model_calls == clip.frames  # a call on each tick with the clip's face; live-only ticks: none
