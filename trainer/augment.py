@@ -1,7 +1,14 @@
-"""Training augmentation on the host (numpy and OpenCV), for Keras's JAX and PyTorch backends.
+"""Training augmentation: one affine warp per face, on the host (numpy and OpenCV) or as a Keras layer.
 
-On TensorFlow the augmentation is Keras's preprocessing layers mapped over ``tf.data``
-(:func:`trainer.train.make_dataset`). On JAX those layers' affine transform is a gather that XLA
+Shift, rotation and zoom are composed into ONE warp, so a face is resampled once. Keras's
+``RandomTranslation``, ``RandomRotation`` and ``RandomZoom`` in a row resample it three times, and
+the bilinear blur adds up: a model trained that way sees softer faces than it is later given (a
+train/serve mismatch). Measured on 2,048 training faces with shift and zoom 0.15 and 10 degrees:
+the VGG trained on single warps was right on 74.3 % of its single-warp faces and on 68.3 % of the
+three-layer ones (75.3 % unaugmented).
+
+On TensorFlow the augmentation is :func:`random_affine_layer` (and Keras's flip and erasing layers)
+mapped over ``tf.data`` (:func:`trainer.train.make_dataset`). On JAX those layers' affine transform is a gather that XLA
 runs badly on a GPU: measured on an H200, a training step of the VGG at batch 128 took 9 ms
 without it and 640-780 ms with shift, rotation or zoom. Here each face gets ONE affine warp
 (flip, shift, rotation and zoom together) with OpenCV on worker threads, and random erasing in
@@ -118,3 +125,58 @@ def face_batches(
             self.order = np.random.default_rng((seed, self.epoch)).permutation(len(x))
 
     return FaceBatches()
+
+
+def inverse_affine_rows(
+    size_wh: tuple[int, int], shift_xy: np.ndarray, angle_deg: np.ndarray, scale: np.ndarray
+) -> np.ndarray:
+    """Rows ``[a0, a1, a2, b0, b1, b2, 0, 0]`` that map each OUTPUT pixel back to the input pixel it samples.
+
+    The forward warp is :class:`HostAugment`'s: rotate by ``angle_deg`` and scale by ``scale``
+    about the image centre, then shift by ``shift_xy`` pixels. Works on numpy arrays and on
+    tensors of any Keras backend (only ``*``, ``+`` and ``keras.ops`` trigonometry are used).
+    """
+    import keras
+
+    w, h = size_wh
+    cx, cy = (w - 1) / 2, (h - 1) / 2
+    rad = angle_deg * (math.pi / 180)
+    cos, sin = keras.ops.cos(rad) / scale, keras.ops.sin(rad) / scale
+    ox, oy = cx + shift_xy[..., 0], cy + shift_xy[..., 1]  # where the centre lands
+    zero = keras.ops.zeros_like(cos)
+    # input = R(-angle) (output - centre - shift) / scale + centre
+    return keras.ops.stack(
+        [cos, -sin, cx - cos * ox + sin * oy, sin, cos, cy - sin * ox - cos * oy, zero, zero], axis=-1
+    )
+
+
+def random_affine_layer(shift: float, rotate_deg: float, zoom: float, seed: int | None = None):
+    """A Keras layer that warps each face of a batch once: :class:`HostAugment`'s shift, rotation and zoom.
+
+    Drawn as in :class:`HostAugment` (shift uniform in +-``shift`` of the side, rotation in
+    +-``rotate_deg``, zoom in 1 +- ``zoom``), resampled bilinearly with the border pixels repeated.
+    Float32 whatever the dtype policy. Identity outside training.
+    """
+    import keras
+
+    class RandomAffine(keras.layers.Layer):
+        def __init__(self) -> None:
+            super().__init__(dtype="float32", name="random_affine")
+            self.seed_generator = keras.random.SeedGenerator(seed)
+
+        def call(self, images, training: bool = True):
+            if not training:
+                return images
+            n = keras.ops.shape(images)[0]
+            h, w = images.shape[1], images.shape[2]
+            side_wh = keras.ops.convert_to_tensor([w, h], "float32")
+            shift_xy = keras.random.uniform((n, 2), -shift, shift, seed=self.seed_generator) * side_wh
+            angle = keras.random.uniform((n,), -rotate_deg, rotate_deg, seed=self.seed_generator)
+            scale = keras.random.uniform((n,), 1 - zoom, 1 + zoom, seed=self.seed_generator)
+            rows = inverse_affine_rows((w, h), shift_xy, angle, scale)
+            return keras.ops.image.affine_transform(images, rows, interpolation="bilinear", fill_mode="nearest")
+
+        def compute_output_shape(self, input_shape):
+            return input_shape
+
+    return RandomAffine()

@@ -78,9 +78,9 @@ BOUNDS: dict[str, Number] = {
     "batch_size": Number(int, 1, 8192),
     "lr": Number(float, 0, 1, lo_open=True),
     "warmup_epochs": Number(float, 0, 10_000),
-    "shift": Number(float, 0, 1),  # Keras' RandomTranslation takes at most the whole side
+    "shift": Number(float, 0, 1),  # at most the whole side
     "rotate_deg": Number(float, 0, 180),
-    "zoom": Number(float, 0, 0.9),  # RandomZoom: 1 would zoom into a single pixel
+    "zoom": Number(float, 0, 0.9),  # 1 would zoom out to nothing (scale 0)
     "erase": Number(float, 0, 1),  # a probability
     "momentum": Number(float, 0, 0.999),  # 1 would never forget a gradient
     "weight_decay": Number(float, 0, 1),

@@ -24,7 +24,7 @@ import numpy as np
 from runtime.cli_support import first_line
 from runtime.contract import ModelSpec
 from runtime.errors import ModelError
-from trainer.augment import HostAugment, face_batches
+from trainer.augment import HostAugment, face_batches, random_affine_layer
 from trainer.config import KERAS_POLICY, ConfigError, FitConfig, check_config, cpu_flags, precision_problem
 from trainer.data import Split, load_split, train_val_split
 from trainer.evaluate import evaluate_model, format_report, plot_history
@@ -182,17 +182,9 @@ def make_augmenter(cfg: FitConfig):
     if not cfg.augment:
         return None
     f32 = "float32"  # under a mixed policy these layers would otherwise round pixels to 16 bits
-    layers = [keras.layers.RandomFlip("horizontal", seed=cfg.seed, dtype=f32)]
-    if cfg.shift > 0:
-        layers.append(
-            keras.layers.RandomTranslation(cfg.shift, cfg.shift, fill_mode="nearest", seed=cfg.seed + 1, dtype=f32)
-        )
-    if cfg.rotate_deg > 0:
-        layers.append(
-            keras.layers.RandomRotation(cfg.rotate_deg / 360.0, fill_mode="nearest", seed=cfg.seed + 2, dtype=f32)
-        )
-    if cfg.zoom > 0:
-        layers.append(keras.layers.RandomZoom(cfg.zoom, fill_mode="nearest", seed=cfg.seed + 3, dtype=f32))
+    layers = [keras.layers.RandomFlip("horizontal", seed=cfg.seed, dtype=f32)]  # exact: no resampling
+    if cfg.shift > 0 or cfg.rotate_deg > 0 or cfg.zoom > 0:  # one warp, not three resamplings (see trainer.augment)
+        layers.append(random_affine_layer(cfg.shift, cfg.rotate_deg, cfg.zoom, seed=cfg.seed + 1))
     if cfg.erase > 0:  # blanks to random pixel values, as Zhong et al.'s random erasing
         # (p, p): a single float would draw each batch's chance from [0, p]
         erasing = keras.layers.RandomErasing((cfg.erase, cfg.erase), value_range=(0, 255), seed=cfg.seed + 4, dtype=f32)
