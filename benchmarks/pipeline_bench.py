@@ -4,6 +4,7 @@ side on the same decoded frames."""
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from benchmarks.timing import Mode, log, rounded, shown_path, summarize_ms
 from runtime.backends import resolve_provider
 from runtime.classifier import EmotionClassifier
 from runtime.errors import SourceError
-from runtime.pipeline import STAGES, Pipeline
+from runtime.pipeline import STAGES, Pipeline, inference_threads
 
 # The original notebook's loop: Haar on the full frame with these settings, labels from this dict.
 ORIGINAL_SCALE_FACTOR = 1.3
@@ -101,8 +102,10 @@ class PipelineConfig:
         """A fresh pipeline in this configuration (every other setting: runtime-live's defaults)."""
         options = {k: v for k, v in (("search_lag", self.search_lag), ("detect_every", self.detect_every))
                    if v is not None}
-        return Pipeline(classifier=EmotionClassifier(self.model, provider=self.provider, threads=self.threads),
-                        **options)
+        defaults = inspect.signature(Pipeline).parameters
+        detect_every, search_lag = (options.get(k, defaults[k].default) for k in ("detect_every", "search_lag"))
+        threads = inference_threads(self.threads, detect_every, search_lag)  # as runtime-live decides
+        return Pipeline(classifier=EmotionClassifier(self.model, provider=self.provider, threads=threads), **options)
 
 
 def pipeline_configs(model: Path, int8: Path, provider: str, threads: int) -> list[PipelineConfig]:

@@ -78,7 +78,7 @@ def _parser() -> ArgumentParser:
                    help="inference engine: auto (CUDA, else OpenVINO when installed, else CPU), cpu (onnxruntime), "
                         "cuda (onnxruntime-gpu: the [gpu] extra) or openvino (the [openvino] extra)")
     p.add_argument("--threads", type=THREADS, default=_default(EmotionClassifier, "threads"),
-                   help="inference threads (0: one per core)")
+                   help="inference threads (0: one per core, but one fewer beside the background search)")
     p.add_argument("--no-window", action="store_true", help="headless: no window (servers, CI)")
     p.add_argument("--output", type=path_arg, default=None,
                    help=f"write the annotated video ({', '.join(VIDEO_FOURCC)}) or image (.jpg, .png, ...); "
@@ -268,13 +268,14 @@ def _choose_source(args: argparse.Namespace) -> str:
 def _build_pipeline(args: argparse.Namespace):  # -> Pipeline, imported late to keep --help fast
     from runtime.classifier import EmotionClassifier
     from runtime.detector import HaarDetector
-    from runtime.pipeline import Pipeline
+    from runtime.pipeline import Pipeline, inference_threads
     from runtime.tracker import FaceTracker
 
+    threads = inference_threads(args.threads, args.detect_every, args.search_lag)
     return Pipeline(
         detector=HaarDetector(detect_width=args.detect_width, scale_factor=args.scale_factor,
                               min_neighbors=args.min_neighbors, min_size=args.min_size),
-        classifier=EmotionClassifier(args.model, provider=args.provider, threads=args.threads, margin=args.margin),
+        classifier=EmotionClassifier(args.model, provider=args.provider, threads=threads, margin=args.margin),
         tracker=FaceTracker(smoothing=args.smoothing),
         emoji_dir=args.emoji_dir,
         placement=args.placement,

@@ -8,10 +8,12 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime.pipeline import Pipeline
+from runtime.pipeline import SEARCH_LAG, Pipeline, inference_threads
 
 
-@pytest.mark.parametrize(("detect_every", "search_lag"), [pytest.param(1, 0, marks=pytest.mark.slow), (5, 0), (5, 4)])
+@pytest.mark.parametrize(
+    ("detect_every", "search_lag"), [pytest.param(1, 0, marks=pytest.mark.slow), (5, 0), (5, 4), (5, SEARCH_LAG)]
+)
 def test_tracked_detection_keeps_the_face(video_frames: tuple, detect_every: int, search_lag: int) -> None:
     pipe = Pipeline(detect_every=detect_every, search_lag=search_lag, provider="cpu")
     frames = with_face = 0
@@ -25,8 +27,9 @@ def test_tracked_detection_keeps_the_face(video_frames: tuple, detect_every: int
     assert with_face >= 0.99 * frames  # speed is never bought by losing faces
     if detect_every == 1:
         assert pipe.full_detections == frames
-    else:  # whole-frame searches: every 5th frame, plus a few when the face was briefly lost
-        assert frames / 6 <= pipe.full_detections < frames / 3
+    else:  # whole-frame searches: every 5th frame (or once the last one is collected), a few more when a face was lost
+        every = max(detect_every, search_lag)
+        assert frames / (every + 1) <= pipe.full_detections < frames / 3
     assert len(ids) <= 3  # one woman: the track survives the whole clip (a re-acquisition or two at most)
     assert set(pipe.stage_s) == {"detect", "classify", "track", "composite"}
 
@@ -150,3 +153,23 @@ def test_a_new_pipeline_keeps_the_fast_path_for_video(media_dir: Path) -> None:
     pipe = Pipeline(provider="cpu")
     assert len(pipe.process(_tilted_grace(media_dir))) == 0
     assert pipe._still_detector is None  # never made: a video run loads no extra cascade
+
+
+def test_a_background_search_leaves_itself_a_core() -> None:
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    assert inference_threads(0, 5, SEARCH_LAG) == max(1, cores - 1)
+    assert inference_threads(3, 5, SEARCH_LAG) == 3  # asked for: kept
+    assert inference_threads(0, 1, SEARCH_LAG) == 0  # every frame searched on the spot: no search thread
+    assert inference_threads(0, 5, 0) == 0
+
+
+def test_runtime_batch_defaults_are_the_pipelines() -> None:
+    import inspect
+
+    from runtime.batch import Settings
+
+    defaults = inspect.signature(Pipeline).parameters
+    for name in ("detect_every", "search_lag"):
+        assert getattr(Settings(), name) == defaults[name].default
