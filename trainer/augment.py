@@ -30,6 +30,10 @@ import numpy as np
 
 ERASE_AREA = (0.02, 0.33)  # fraction of the face an erased rectangle covers
 ERASE_ASPECT = (0.3, 1 / 0.3)  # height / width of an erased rectangle (drawn log-uniformly)
+# Gaussian sigma, in pixels of the 48-px face, of a blurred face (drawn uniformly). Served crops are
+# resampled from faces of any size: the crop of a face 24-40 px tall is an upscaled, soft image.
+BLUR_SIGMA = (0.4, 1.2)
+BLUR_RADIUS = 3  # taps on each side of the kernel's centre: 2.5 sigma at the largest sigma
 
 
 @dataclass(frozen=True)
@@ -41,12 +45,14 @@ class HostAugment:
         rotate_deg: Max rotation, degrees.
         zoom: Max zoom in or out, fraction.
         erase: Chance per face of random erasing.
+        blur: Chance per face of a Gaussian blur (sigma drawn from ``BLUR_SIGMA``).
     """
 
     shift: float = 0.1
     rotate_deg: float = 10.0
     zoom: float = 0.1
     erase: float = 0.0
+    blur: float = 0.0
 
     def __call__(self, faces: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Augmented float32 copies of ``faces`` (``(N, H, W, 1)``, any numeric type, 0-255)."""
@@ -66,6 +72,9 @@ class HostAugment:
             out[i, :, :, 0] = cv2.warpAffine(
                 face, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
             )
+        if self.blur > 0:
+            for i in np.flatnonzero(rng.random(n) < self.blur):
+                out[i, :, :, 0] = gaussian_blur(out[i, :, :, 0], rng.uniform(*BLUR_SIGMA))
         if self.erase > 0:
             for i in np.flatnonzero(rng.random(n) < self.erase):
                 self._erase(out[i, :, :, 0], rng)
@@ -180,3 +189,62 @@ def random_affine_layer(shift: float, rotate_deg: float, zoom: float, seed: int 
             return input_shape
 
     return RandomAffine()
+
+
+
+def gaussian_taps(sigma):
+    """Normalised 1-D Gaussian kernels of ``2 * BLUR_RADIUS + 1`` taps, one per sigma (numpy or tensors).
+
+    A sigma of 0 gives the identity kernel (a single 1 at the centre).
+    """
+    import keras
+
+    offsets = keras.ops.arange(-BLUR_RADIUS, BLUR_RADIUS + 1, dtype="float32")
+    sigma = keras.ops.expand_dims(keras.ops.convert_to_tensor(sigma, "float32"), -1)
+    weights = keras.ops.exp(-0.5 * keras.ops.square(offsets / keras.ops.maximum(sigma, 1e-3)))
+    return weights / keras.ops.sum(weights, axis=-1, keepdims=True)
+
+
+def gaussian_blur(face: np.ndarray, sigma: float) -> np.ndarray:
+    """``face`` (2-D float32) blurred with :func:`gaussian_taps`' kernel (in numpy: no framework call per
+    face), borders mirrored (OpenCV's default, and the Keras layer's ``reflect`` padding)."""
+    offsets = np.arange(-BLUR_RADIUS, BLUR_RADIUS + 1, dtype=np.float32)
+    taps = np.exp(-0.5 * np.square(offsets / max(sigma, 1e-3))).astype(np.float32)
+    taps /= taps.sum()
+    return cv2.sepFilter2D(face, -1, taps, taps, borderType=cv2.BORDER_REFLECT_101)
+
+
+def random_blur_layer(chance: float, seed: int | None = None):
+    """A Keras layer that blurs each face of a batch with chance ``chance``, as :class:`HostAugment` does.
+
+    Each blurred face gets its own sigma (``BLUR_SIGMA``). The batch becomes the channels of one
+    image, so a single separable depthwise convolution blurs every face with its own kernel.
+    Float32 whatever the dtype policy. Identity outside training.
+    """
+    import keras
+
+    class RandomBlur(keras.layers.Layer):
+        def __init__(self) -> None:
+            super().__init__(dtype="float32", name="random_blur")
+            self.seed_generator = keras.random.SeedGenerator(seed)
+
+        def call(self, images, training: bool = True):
+            if not training:
+                return images
+            n = keras.ops.shape(images)[0]
+            chosen = keras.random.uniform((n,), seed=self.seed_generator) < chance
+            sigma = keras.random.uniform((n,), *BLUR_SIGMA, seed=self.seed_generator)
+            taps = gaussian_taps(keras.ops.where(chosen, sigma, 0.0))  # (n, taps)
+            r = BLUR_RADIUS
+            planes = keras.ops.transpose(images, (3, 1, 2, 0))  # (1, H, W, n): one channel per face
+            planes = keras.ops.pad(planes, ((0, 0), (r, r), (r, r), (0, 0)), mode="reflect")
+            column = keras.ops.reshape(keras.ops.transpose(taps), (2 * r + 1, 1, n, 1))
+            row = keras.ops.reshape(keras.ops.transpose(taps), (1, 2 * r + 1, n, 1))
+            planes = keras.ops.depthwise_conv(planes, column, padding="valid")
+            planes = keras.ops.depthwise_conv(planes, row, padding="valid")
+            return keras.ops.transpose(planes, (3, 1, 2, 0))
+
+        def compute_output_shape(self, input_shape):
+            return input_shape
+
+    return RandomBlur()

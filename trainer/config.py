@@ -44,6 +44,7 @@ class FitConfig:
     rotate_deg: float = 10.0  # max rotation in degrees
     zoom: float = 0.1  # max zoom in or out, fraction
     erase: float = 0.0  # random erasing: chance per face of blanking a rectangle (2-33 % of its area); 0 is off
+    blur: float = 0.0  # chance per face of a Gaussian blur (sigma 0.4-1.2 px): served crops of small faces are soft
     class_weights: str = "none"  # none, sqrt or balanced: loss weight per class by frequency
     label_smoothing: float = 0.0  # cross-entropy label smoothing
     mixup: float = 0.0  # >0: mix each training face with another of its batch, weight ~ Beta(a, a); 0 is off
@@ -82,6 +83,7 @@ BOUNDS: dict[str, Number] = {
     "rotate_deg": Number(float, 0, 180),
     "zoom": Number(float, 0, 0.9),  # 1 would zoom out to nothing (scale 0)
     "erase": Number(float, 0, 1),  # a probability
+    "blur": Number(float, 0, 1),  # a probability
     "momentum": Number(float, 0, 0.999),  # 1 would never forget a gradient
     "weight_decay": Number(float, 0, 1),
     "label_smoothing": Number(float, 0, 1),

@@ -67,6 +67,12 @@ def _parser() -> ArgumentParser:
         help="augmentation: chance per face of random erasing (a rectangle of 2-33 %% of the face); 0 is off",
     )
     p.add_argument(
+        "--blur",
+        type=b["blur"],
+        default=d.blur,
+        help="augmentation: chance per face of a Gaussian blur (sigma 0.4-1.2 px, as crops of small faces); 0 is off",
+    )
+    p.add_argument(
         "--class-weights",
         choices=CHOICES["class_weights"],
         default=d.class_weights,

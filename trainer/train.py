@@ -24,7 +24,7 @@ import numpy as np
 from runtime.cli_support import first_line
 from runtime.contract import ModelSpec
 from runtime.errors import ModelError
-from trainer.augment import HostAugment, face_batches, random_affine_layer
+from trainer.augment import HostAugment, face_batches, random_affine_layer, random_blur_layer
 from trainer.config import KERAS_POLICY, ConfigError, FitConfig, check_config, cpu_flags, precision_problem
 from trainer.data import Split, load_split, train_val_split
 from trainer.evaluate import evaluate_model, format_report, plot_history
@@ -173,9 +173,9 @@ def make_dataset(
 def make_augmenter(cfg: FitConfig):
     """The training augmentation as Keras layers (float32, 0-255 pixels in and out), or None when off.
 
-    Random horizontal flip, shift, rotation and zoom (each only when its setting is above 0), then
-    random erasing with ``cfg.erase``; mapped over ``tf.data`` batches (:mod:`trainer.augment` is
-    its host-side twin for the other backends).
+    Random horizontal flip, shift, rotation and zoom (each only when its setting is above 0), blur
+    with ``cfg.blur``, then random erasing with ``cfg.erase``; mapped over ``tf.data`` batches
+    (:mod:`trainer.augment` is its host-side twin for the other backends).
     """
     import keras
 
@@ -185,6 +185,8 @@ def make_augmenter(cfg: FitConfig):
     layers = [keras.layers.RandomFlip("horizontal", seed=cfg.seed, dtype=f32)]  # exact: no resampling
     if cfg.shift > 0 or cfg.rotate_deg > 0 or cfg.zoom > 0:  # one warp, not three resamplings (see trainer.augment)
         layers.append(random_affine_layer(cfg.shift, cfg.rotate_deg, cfg.zoom, seed=cfg.seed + 1))
+    if cfg.blur > 0:
+        layers.append(random_blur_layer(cfg.blur, seed=cfg.seed + 2))
     if cfg.erase > 0:  # blanks to random pixel values, as Zhong et al.'s random erasing
         # (p, p): a single float would draw each batch's chance from [0, p]
         erasing = keras.layers.RandomErasing((cfg.erase, cfg.erase), value_range=(0, 255), seed=cfg.seed + 4, dtype=f32)
@@ -413,7 +415,7 @@ def _train_and_report(
         )
     elif state["epoch"] < cfg.epochs:  # batches augmented on the host while the device trains
         eye = np.eye(k, dtype=np.float32)
-        augment = HostAugment(cfg.shift, cfg.rotate_deg, cfg.zoom, cfg.erase) if cfg.augment else None
+        augment = HostAugment(cfg.shift, cfg.rotate_deg, cfg.zoom, cfg.erase, cfg.blur) if cfg.augment else None
         model.fit(
             face_batches(
                 train.x,

@@ -100,3 +100,36 @@ def test_tensorflow_augmentation_resamples_each_face_once(faces: np.ndarray) -> 
     moved = np.abs(tf_out - faces.astype(np.float32)).mean(axis=(1, 2, 3))
     assert (moved > 1).mean() > 0.9  # nearly every face warped
     assert _sharpness(tf_out) > 0.9 * _sharpness(host_out)
+
+
+def test_keras_blur_is_the_host_blur_at_some_sigma_of_the_range(faces: np.ndarray) -> None:
+    import tensorflow as tf
+
+    from trainer.augment import BLUR_SIGMA, gaussian_blur, random_blur_layer
+
+    x = faces[:40].astype(np.float32)
+    out = random_blur_layer(1.0, seed=5)(tf.constant(x), training=True).numpy()
+    sigmas = np.linspace(*BLUR_SIGMA, 801)
+    for face, blurred in zip(x[..., 0], out[..., 0], strict=True):
+        diff = min((np.abs(gaussian_blur(face, s) - blurred) for s in sigmas), key=np.mean)
+        assert diff.mean() < 0.1 and diff.max() < 1  # the same kernel and mirrored borders (sigma between grid points)
+    assert _sharpness(out) < 0.7 * _sharpness(x)
+    assert abs(out.mean() - x.mean()) < 0.5  # a normalised kernel keeps the brightness
+
+
+@pytest.mark.parametrize("engine", ["host", "keras"])
+def test_blur_softens_about_the_asked_share_of_faces(faces: np.ndarray, engine: str) -> None:
+    x = faces.astype(np.float32)
+    if engine == "host":
+        out = HostAugment(shift=0, rotate_deg=0, zoom=0, blur=0.5)(faces, np.random.default_rng(6))
+        mirrored = np.array([np.array_equal(o, f[:, ::-1]) for o, f in zip(out, x, strict=True)])
+        x = np.where(mirrored[:, None, None, None], x[:, :, ::-1], x)  # the host pipeline also flips
+    else:
+        import tensorflow as tf
+
+        from trainer.augment import random_blur_layer
+
+        out = random_blur_layer(0.5, seed=6)(tf.constant(x), training=True).numpy()
+    changed = np.abs(out - x).reshape(len(x), -1).max(axis=1) > 0.5
+    assert 0.35 < changed.mean() < 0.65
+    assert np.allclose(out[~changed], x[~changed], atol=1e-3)  # the others are left as they were
