@@ -84,7 +84,7 @@ class Settings:
     min_neighbors: int = 5
     min_size: int = 40
     detect_every: int = 5
-    search_lag: int = 8  # runtime.pipeline.SEARCH_LAG (imported late: a test checks they agree)
+    search_lag: int = 12  # runtime.pipeline.SEARCH_LAG (imported late: a test checks they agree)
     smoothing: float = 0.6
     chunk: int = CHUNK
 

@@ -19,11 +19,13 @@ from runtime.tracker import FaceTracker
 STAGES = ("detect", "classify", "track", "composite")  # keys of Pipeline.stage_s
 
 
-# Frames a whole-frame search runs beside before its faces join. Measured on the clip (INT8 on
-# OpenVINO, 2 cores): a search took 12-20 ms beside frames of 3.4 ms, so with 4 the main path
-# waited for it every fifth frame (p99 14 ms); with 8 it never waited (p99 8 ms, mean 3.5 ms).
-# A live camera's 30 frames/s make 8 frames 0.27 s before a new face gets its emoji.
-SEARCH_LAG = 8
+# Frames a whole-frame search runs beside before its faces join (and, as one search runs at a time,
+# the least number of frames between searches). Measured on the clip (INT8 on OpenVINO, 2 cores,
+# two runs each): a search took 12-20 ms beside frames of 3.5 ms, so with 4 the main path waited
+# for it every fifth frame (p99 14 ms); 8 gave p99 7.1-7.8 ms, 10: 5.6-7.6, 12: 5.1-5.2, each with
+# a mean of 3.4-3.7 ms. At a live camera's 30 frames/s, 12 frames are 0.4 s before a new face gets
+# its emoji.
+SEARCH_LAG = 12
 
 
 def inference_threads(threads: int, detect_every: int, search_lag: int) -> int:
