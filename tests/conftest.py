@@ -66,16 +66,17 @@ def video_frames(video_path: Path) -> tuple:
 
 
 def foreground_signals() -> None:
-    """``preexec_fn`` for a child that a test stops with a signal: SIGINT and SIGQUIT at their defaults, as a
-    job started in the foreground has them.
+    """``preexec_fn`` for a child that a test stops with a signal: SIGINT, SIGQUIT and SIGHUP at their
+    defaults, as a job started in the foreground of a terminal has them.
 
-    A script's ``python -m pytest &`` starts pytest with both ignored, and a child inherits that; the
-    runtime, as Python and shell tools do, keeps an ignored signal ignored.
+    A script's ``python -m pytest &`` starts pytest with SIGINT and SIGQUIT ignored, and ``nohup``
+    ignores SIGHUP; a child inherits that, and the runtime, as Python and shell tools do, keeps an
+    ignored signal ignored.
     """
     import signal
 
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def run_cli(*args: str, timeout: float = 300, env: dict | None = None, cwd: Path | None = None,
