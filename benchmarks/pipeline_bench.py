@@ -4,7 +4,6 @@ side on the same decoded frames."""
 
 from __future__ import annotations
 
-import inspect
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +15,8 @@ import numpy as np
 from benchmarks.model_bench import agreement
 from benchmarks.timing import Mode, log, rounded, shown_path, summarize_ms
 from runtime.backends import resolve_provider
-from runtime.classifier import EmotionClassifier
 from runtime.errors import SourceError
-from runtime.pipeline import STAGES, Pipeline, inference_threads
+from runtime.pipeline import STAGES, Pipeline
 
 # The original notebook's loop: Haar on the full frame with these settings, labels from this dict.
 ORIGINAL_SCALE_FACTOR = 1.3
@@ -83,7 +81,7 @@ class PipelineConfig:
         what: The configuration in words.
         model: The ONNX file (None when skipped).
         provider: The engine asked for (``auto``, ``cpu``, ``cuda`` or ``openvino``).
-        threads: Inference threads (0: the engine's choice).
+        threads: Inference threads (0: as runtime-live, :func:`runtime.pipeline.inference_threads`).
         search_lag: The Pipeline's ``search_lag`` (None: its default).
         detect_every: The Pipeline's ``detect_every`` (None: its default).
         skipped: Why it does not run (None: it runs).
@@ -102,10 +100,7 @@ class PipelineConfig:
         """A fresh pipeline in this configuration (every other setting: runtime-live's defaults)."""
         options = {k: v for k, v in (("search_lag", self.search_lag), ("detect_every", self.detect_every))
                    if v is not None}
-        defaults = inspect.signature(Pipeline).parameters
-        detect_every, search_lag = (options.get(k, defaults[k].default) for k in ("detect_every", "search_lag"))
-        threads = inference_threads(self.threads, detect_every, search_lag)  # as runtime-live decides
-        return Pipeline(classifier=EmotionClassifier(self.model, provider=self.provider, threads=threads), **options)
+        return Pipeline(self.model, provider=self.provider, threads=self.threads, **options)
 
 
 def pipeline_configs(model: Path, int8: Path, provider: str, threads: int) -> list[PipelineConfig]:

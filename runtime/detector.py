@@ -19,7 +19,6 @@ from runtime.image import to_gray
 DEFAULT_CASCADE = "haarcascade_frontalface_default.xml"  # ships with opencv-python 4.x
 
 
-
 def shipped_cascade(file_name: str) -> Path:
     """The path of a cascade XML that ships with opencv-python.
 
@@ -283,8 +282,6 @@ CASCADES = {  # the cascades a still search may use, by short name (all ship wit
     "alt": "haarcascade_frontalface_alt.xml",
     "alt2": "haarcascade_frontalface_alt2.xml",
 }
-
-
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,7 @@ class Pipeline:
     Args:
         model: ONNX model path, or a shipped model by name (``fp32``, ``int8``); default: ``fp32``.
         provider: ``auto``, ``cpu`` or ``cuda``.
+        threads: Inference threads of the classifier made here (0: :func:`inference_threads` decides).
         detector: A configured detector (default: :class:`HaarDetector` with its defaults).
         still_detector: The thorough search of photos (:class:`StillDetector`, a few hundred ms
             a photo): ``"new"`` (the default) makes one with its defaults; None searches photos
@@ -64,7 +65,7 @@ class Pipeline:
         stills: Whether the frames are photos: the first frame, and the first after each
             :meth:`reset`, is then searched by ``still_detector`` (``reset(still=...)`` changes
             it for what follows). False (the default): every frame takes the fast path of video.
-        classifier: A configured classifier (overrides ``model`` and ``provider``).
+        classifier: A configured classifier (overrides ``model``, ``provider`` and ``threads``).
         tracker: A tracker; ``"new"`` (the default) makes a :class:`FaceTracker` with its
             defaults; None classifies every frame independently (no identities, no smoothing).
         emoji_dir: Folder of ``<label>.png`` (default: bundled Noto emoji).
@@ -79,14 +80,14 @@ class Pipeline:
             ``n + search_lag``: the main path never waits for a whole-frame search, and the
             result is the same on every run (a fixed lag, not a race). 0: search on the frame
             itself (as ``detect_every=1`` does). The first frame, and the first after
-            :meth:`reset`, is always searched on the spot, so a photo never waits. A classifier
-            made here leaves the search a core (:func:`inference_threads`).
+            :meth:`reset`, is always searched on the spot, so a photo never waits.
     """
 
     def __init__(
         self,
         model: str | Path | None = None,
         provider: str = "auto",
+        threads: int = 0,
         detector: HaarDetector | None = None,
         still_detector: StillDetector | Literal["new"] | None = "new",
         stills: bool = False,
@@ -108,7 +109,7 @@ class Pipeline:
         self._still_detector = None if self._new_still else still_detector
         self._still = stills  # the first frame after a reset is a photo (see reset)
         self.classifier = classifier or EmotionClassifier(
-            model, provider=provider, threads=inference_threads(0, detect_every, search_lag)
+            model, provider=provider, threads=inference_threads(threads, detect_every, search_lag)
         )
         self.tracker = FaceTracker() if isinstance(tracker, str) else tracker
         self.emoji = EmojiAnnotator(emoji_dir, self.classifier.labels, placement=placement)

@@ -7,14 +7,14 @@ train/serve mismatch). Measured on 2,048 training faces with shift and zoom 0.15
 the VGG trained on single warps was right on 74.3 % of its single-warp faces and on 68.3 % of the
 three-layer ones (75.3 % unaugmented).
 
-On TensorFlow the augmentation is :func:`random_affine_layer` (and Keras's flip and erasing layers)
-mapped over ``tf.data`` (:func:`trainer.train.make_dataset`). On JAX those layers' affine transform is a gather that XLA
-runs badly on a GPU: measured on an H200, a training step of the VGG at batch 128 took 9 ms
-without it and 640-780 ms with shift, rotation or zoom. Here each face gets ONE affine warp
-(flip, shift, rotation and zoom together) with OpenCV on worker threads, and random erasing in
-numpy, while the accelerator trains on the previous batch.
+On TensorFlow the augmentation is Keras layers mapped over ``tf.data``
+(:func:`trainer.train.make_dataset`): flip, :func:`random_affine_layer`, :func:`random_blur_layer`
+and erasing. On JAX an affine transform inside the training step is a gather that XLA runs badly
+on a GPU: measured on an H200, a step of the VGG at batch 128 took 9 ms without it and 640-780 ms
+with it. There :class:`HostAugment` warps each face (flip included) with OpenCV on worker threads,
+and blurs and erases in numpy, while the accelerator trains on the previous batch.
 
-The distributions follow the Keras layers of the TensorFlow path: flip with chance 1/2, shift
+The two paths draw the same distributions: flip with chance 1/2, shift
 uniform in +-``shift`` of the side, rotation uniform in +-``rotate_deg``, zoom uniform in
 1 +- ``zoom``, edges filled by repeating the border pixels (Keras's ``nearest``), and erasing (Zhong
 et al. 2020) of a rectangle of 2-33 % of the face, aspect ratio 0.3-3.3, filled with uniform noise.
@@ -168,49 +168,35 @@ def random_affine_layer(shift: float, rotate_deg: float, zoom: float, seed: int 
     """
     import keras
 
-    class RandomAffine(keras.layers.Layer):
-        def __init__(self) -> None:
-            super().__init__(dtype="float32", name="random_affine")
-            self.seed_generator = keras.random.SeedGenerator(seed)
+    def warp(images, seeds):
+        n = keras.ops.shape(images)[0]
+        h, w = images.shape[1], images.shape[2]
+        side_wh = keras.ops.convert_to_tensor([w, h], "float32")
+        shift_xy = keras.random.uniform((n, 2), -shift, shift, seed=seeds) * side_wh
+        angle = keras.random.uniform((n,), -rotate_deg, rotate_deg, seed=seeds)
+        scale = keras.random.uniform((n,), 1 - zoom, 1 + zoom, seed=seeds)
+        rows = inverse_affine_rows((w, h), shift_xy, angle, scale)
+        return keras.ops.image.affine_transform(images, rows, interpolation="bilinear", fill_mode="nearest")
 
-        def call(self, images, training: bool = True):
-            if not training:
-                return images
-            n = keras.ops.shape(images)[0]
-            h, w = images.shape[1], images.shape[2]
-            side_wh = keras.ops.convert_to_tensor([w, h], "float32")
-            shift_xy = keras.random.uniform((n, 2), -shift, shift, seed=self.seed_generator) * side_wh
-            angle = keras.random.uniform((n,), -rotate_deg, rotate_deg, seed=self.seed_generator)
-            scale = keras.random.uniform((n,), 1 - zoom, 1 + zoom, seed=self.seed_generator)
-            rows = inverse_affine_rows((w, h), shift_xy, angle, scale)
-            return keras.ops.image.affine_transform(images, rows, interpolation="bilinear", fill_mode="nearest")
-
-        def compute_output_shape(self, input_shape):
-            return input_shape
-
-    return RandomAffine()
+    return _random_layer("random_affine", seed, warp)
 
 
+def gaussian_taps(sigma, ops=np):
+    """Normalised 1-D Gaussian kernels of ``2 * BLUR_RADIUS + 1`` taps, one per sigma.
 
-def gaussian_taps(sigma):
-    """Normalised 1-D Gaussian kernels of ``2 * BLUR_RADIUS + 1`` taps, one per sigma (numpy or tensors).
-
-    A sigma of 0 gives the identity kernel (a single 1 at the centre).
+    ``ops`` is ``numpy`` (a float or an array of sigmas; no framework call per face on the host) or
+    ``keras.ops`` (a tensor of sigmas). A sigma of 0 gives the identity kernel (a single 1 at the centre).
     """
-    import keras
-
-    offsets = keras.ops.arange(-BLUR_RADIUS, BLUR_RADIUS + 1, dtype="float32")
-    sigma = keras.ops.expand_dims(keras.ops.convert_to_tensor(sigma, "float32"), -1)
-    weights = keras.ops.exp(-0.5 * keras.ops.square(offsets / keras.ops.maximum(sigma, 1e-3)))
-    return weights / keras.ops.sum(weights, axis=-1, keepdims=True)
+    offsets = ops.arange(-BLUR_RADIUS, BLUR_RADIUS + 1, dtype="float32")
+    sigma = ops.expand_dims(ops.maximum(sigma, 1e-3), -1)
+    weights = ops.exp(-0.5 * ops.square(offsets / sigma))
+    return weights / ops.sum(weights, axis=-1, keepdims=True)
 
 
 def gaussian_blur(face: np.ndarray, sigma: float) -> np.ndarray:
-    """``face`` (2-D float32) blurred with :func:`gaussian_taps`' kernel (in numpy: no framework call per
-    face), borders mirrored (OpenCV's default, and the Keras layer's ``reflect`` padding)."""
-    offsets = np.arange(-BLUR_RADIUS, BLUR_RADIUS + 1, dtype=np.float32)
-    taps = np.exp(-0.5 * np.square(offsets / max(sigma, 1e-3))).astype(np.float32)
-    taps /= taps.sum()
+    """``face`` (2-D float32) blurred with :func:`gaussian_taps`' kernel, borders mirrored (OpenCV's
+    default, and the Keras layer's ``reflect`` padding)."""
+    taps = gaussian_taps(np.float32(sigma)).astype(np.float32).reshape(-1)
     return cv2.sepFilter2D(face, -1, taps, taps, borderType=cv2.BORDER_REFLECT_101)
 
 
@@ -223,28 +209,34 @@ def random_blur_layer(chance: float, seed: int | None = None):
     """
     import keras
 
-    class RandomBlur(keras.layers.Layer):
+    def blur(images, seeds):
+        n = keras.ops.shape(images)[0]
+        chosen = keras.random.uniform((n,), seed=seeds) < chance
+        sigma = keras.random.uniform((n,), *BLUR_SIGMA, seed=seeds)
+        taps = keras.ops.transpose(gaussian_taps(keras.ops.where(chosen, sigma, 0.0), keras.ops))  # (taps, n)
+        r = BLUR_RADIUS
+        planes = keras.ops.transpose(images, (3, 1, 2, 0))  # (1, H, W, n): one channel per face
+        planes = keras.ops.pad(planes, ((0, 0), (r, r), (r, r), (0, 0)), mode="reflect")
+        planes = keras.ops.depthwise_conv(planes, keras.ops.reshape(taps, (2 * r + 1, 1, n, 1)), padding="valid")
+        planes = keras.ops.depthwise_conv(planes, keras.ops.reshape(taps, (1, 2 * r + 1, n, 1)), padding="valid")
+        return keras.ops.transpose(planes, (3, 1, 2, 0))
+
+    return _random_layer("random_blur", seed, blur)
+
+
+def _random_layer(name: str, seed: int | None, augment):
+    """A float32 Keras layer: ``augment(images, seed_generator)`` in training, the identity otherwise."""
+    import keras
+
+    class RandomFaces(keras.layers.Layer):
         def __init__(self) -> None:
-            super().__init__(dtype="float32", name="random_blur")
+            super().__init__(dtype="float32", name=name)  # whatever the dtype policy: pixels stay float32
             self.seed_generator = keras.random.SeedGenerator(seed)
 
         def call(self, images, training: bool = True):
-            if not training:
-                return images
-            n = keras.ops.shape(images)[0]
-            chosen = keras.random.uniform((n,), seed=self.seed_generator) < chance
-            sigma = keras.random.uniform((n,), *BLUR_SIGMA, seed=self.seed_generator)
-            taps = gaussian_taps(keras.ops.where(chosen, sigma, 0.0))  # (n, taps)
-            r = BLUR_RADIUS
-            planes = keras.ops.transpose(images, (3, 1, 2, 0))  # (1, H, W, n): one channel per face
-            planes = keras.ops.pad(planes, ((0, 0), (r, r), (r, r), (0, 0)), mode="reflect")
-            column = keras.ops.reshape(keras.ops.transpose(taps), (2 * r + 1, 1, n, 1))
-            row = keras.ops.reshape(keras.ops.transpose(taps), (1, 2 * r + 1, n, 1))
-            planes = keras.ops.depthwise_conv(planes, column, padding="valid")
-            planes = keras.ops.depthwise_conv(planes, row, padding="valid")
-            return keras.ops.transpose(planes, (3, 1, 2, 0))
+            return augment(images, self.seed_generator) if training else images
 
         def compute_output_shape(self, input_shape):
             return input_shape
 
-    return RandomBlur()
+    return RandomFaces()
