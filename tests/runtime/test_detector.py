@@ -217,6 +217,52 @@ def test_still_finds_no_face_in_face_free_photos(still: StillDetector):
         assert len(still.detect(img)) == 0, f"a false face in {name}"
 
 
+#: frames of the clip where her head is turned enough for the profile cascade, with her face
+#: labelled by eye (benchmarks/labels/media.csv)
+TURNED = {0: [325, 80, 535, 345], 180: [320, 40, 525, 315]}
+
+
+def _profile_faces(still: StillDetector, gray: np.ndarray) -> np.ndarray:
+    """The boxes of the profile proposals that the profile path alone confirms."""
+    return np.array([c.xyxy for c in still.propose(gray) if c.profile and still.confirm_rank(gray, c) is not None])
+
+
+@pytest.mark.parametrize("frame", sorted(TURNED))
+def test_still_profile_path_finds_a_turned_face_on_either_side(video_frames: tuple, still: StillDetector,
+                                                               frame: int):
+    """The profile cascade searches the photo and its mirror: her turned face is confirmed there, and
+    in the mirrored frame (turned the other way) at the mirrored place; nothing else is confirmed."""
+    from runtime.tracker import iou_matrix
+
+    gray = cv2.cvtColor(video_frames[frame], cv2.COLOR_BGR2GRAY)
+    x1, y1, x2, y2 = TURNED[frame]
+    w = gray.shape[1]
+    for img, truth in ((gray, [x1, y1, x2, y2]), (np.ascontiguousarray(gray[:, ::-1]), [w - x2, y1, w - x1, y2])):
+        found = _profile_faces(still, img)
+        assert len(found) >= 1, "her turned face was not confirmed by the profile path"
+        assert (iou_matrix(np.array([truth], float), found) >= 0.4).all(), f"off her face: {found} vs {truth}"
+    # and the whole search reports her once
+    assert len(still.detect_gray(gray)) == 1
+
+
+def test_still_profile_path_confirms_nothing_in_face_free_frames(media_dir: Path, still: StillDetector):
+    cap = cv2.VideoCapture(str(media_dir / "no_face.mp4"))
+    try:
+        frames = [cap.read()[1] for _ in range(95)][::6]
+    finally:
+        cap.release()
+    assert len(frames) == 16 and all(f is not None for f in frames)
+    for i, frame in enumerate(frames):
+        gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        assert len(_profile_faces(still, gray)) == 0, f"a false profile face in frame {i * 6}"
+
+
+def test_still_detector_without_the_profile_path_proposes_no_profile(multi_face: np.ndarray):
+    gray = cv2.cvtColor(multi_face, cv2.COLOR_BGR2GRAY)
+    assert any(c.profile for c in StillDetector().propose(gray))  # the shirts and faces give profile proposals
+    assert not any(c.profile for c in StillDetector(profile_neighbors=0).propose(gray))
+
+
 def test_still_detector_settings_are_checked():
     with pytest.raises(ValueError, match="unknown cascades"):
         StillDetector(confirm=("default", "nose"))
@@ -224,4 +270,10 @@ def test_still_detector_settings_are_checked():
         StillDetector(min_votes=4)
     with pytest.raises(ValueError, match="scale factor"):
         StillDetector(scale_factor=1.0)
+    with pytest.raises(ValueError, match="scale factor"):
+        StillDetector(profile_scale_factor=0.9)
+    with pytest.raises(ValueError, match="profile_neighbors"):
+        StillDetector(profile_neighbors=-1)
+    with pytest.raises(ValueError, match="profile_confirm_px"):
+        StillDetector(profile_confirm_px=20)
     assert len(StillDetector().detect(np.full((10, 10), 128, np.uint8))) == 0
