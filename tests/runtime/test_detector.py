@@ -194,14 +194,21 @@ def test_still_finds_tilted_heads(media_dir: Path, still: StillDetector, detecto
     assert _matched(found, box) == {0} and len(found) == 1
 
 
-def test_still_finds_no_face_in_the_face_free_video(media_dir: Path, still: StillDetector):
+def _face_free_frames(media_dir: Path, step: int) -> list[np.ndarray]:
+    """Every ``step``-th frame of no_face.mp4 (95 frames, no face in any)."""
     cap = cv2.VideoCapture(str(media_dir / "no_face.mp4"))
     try:
-        frames = [cap.read()[1] for _ in range(98)][::20]
+        frames = []
+        while (frame := cap.read()[1]) is not None:
+            frames.append(frame)
     finally:
         cap.release()
-    assert len(frames) == 5 and all(f is not None for f in frames)
-    for i, frame in enumerate(frames):
+    assert len(frames) == 95
+    return frames[::step]
+
+
+def test_still_finds_no_face_in_the_face_free_video(media_dir: Path, still: StillDetector):
+    for i, frame in enumerate(_face_free_frames(media_dir, 20)):
         assert len(still.detect(frame)) == 0, f"a false face in frame {i * 20}"
 
 
@@ -246,13 +253,7 @@ def test_still_profile_path_finds_a_turned_face_on_either_side(video_frames: tup
 
 
 def test_still_profile_path_confirms_nothing_in_face_free_frames(media_dir: Path, still: StillDetector):
-    cap = cv2.VideoCapture(str(media_dir / "no_face.mp4"))
-    try:
-        frames = [cap.read()[1] for _ in range(95)][::6]
-    finally:
-        cap.release()
-    assert len(frames) == 16 and all(f is not None for f in frames)
-    for i, frame in enumerate(frames):
+    for i, frame in enumerate(_face_free_frames(media_dir, 6)):
         gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
         assert len(_profile_faces(still, gray)) == 0, f"a false profile face in frame {i * 6}"
 
