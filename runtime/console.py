@@ -58,6 +58,7 @@ def _entry(module: str, prog: str) -> Callable[[], int]:
 runtime_live = _entry("runtime.live", "runtime-live")
 trainer_fit = _entry("trainer.fit", "trainer-fit")
 trainer_eval = _entry("trainer.evaluate", "trainer-eval")
+trainer_average = _entry("trainer.average", "trainer-average")
 export_onnx = _entry("export.onnx_export", "export-onnx")
 benchmark = _entry("benchmarks.run", "benchmark")
 runtime_eval = _entry("runtime.evaluate", "runtime-eval")
