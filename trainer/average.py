@@ -74,7 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     specs = [read_spec(m) for m in args.models]
     for m, spec in zip(args.models[1:], specs[1:], strict=True):
         if spec != specs[0]:
-            raise UserError(f"{m} has another contract (labels or input) than {args.models[0]}: average models of one run")
+            raise UserError(f"{m} has another contract (labels or input) than {args.models[0]}: "
+                            "average models of one run")
     models = []
     for m, spec in zip(args.models, specs, strict=True):
         model = load_model(m)
