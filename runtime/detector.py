@@ -324,8 +324,8 @@ class StillDetector:
        removes most false faces, and this second look costs a fraction of a whole-photo search.
        There is only one profile cascade, so a profile proposal is confirmed by its own cascade
        finding it again with ``profile_confirm_neighbors`` hits at each of three sizes
-       (:data:`PROFILE_CONFIRM_ZOOMS` times ``profile_confirm_px``); one not already covered by a
-       frontal face is confirmed at all.
+       (:data:`PROFILE_CONFIRM_ZOOMS` times ``profile_confirm_px``), and only where no confirmed
+       frontal face covers it (there it would lose the merge anyway).
     3. **Merge**: confirmed faces that overlap (IoU > ``nms_iou``, or one's centre inside the
        other) are one face: the one with the most votes, then the strongest proposal, stays; a
        profile face ranks below every frontal one.
@@ -372,8 +372,8 @@ class StillDetector:
         profile_neighbors: Overlapping hits a profile proposal needs (8; 0: no profile search).
         profile_confirm_px: Face side, in pixels, at which profile proposals are confirmed.
         profile_confirm_neighbors: Hits the profile cascade needs at each confirming size (16:
-            the 45-degree face had 32-50, a hand over a forehead 7-12; at 8 or 12 that hand was
-            a face).
+            at its weakest size the 45-degree face had 32, a hand over a forehead 7-12, with the
+            proposal's box; at 8 or 12 that hand was a face).
     """
 
     def __init__(
