@@ -171,6 +171,9 @@ def run_main(main: Callable[[Sequence[str] | None], int | None], prog: str) -> C
             sys.stdout.flush()
         except OSError:  # the reader of stdout went away after the last line: nothing more to say
             _silence_stdout()
+        files = sys.modules.get("runtime.files")  # not imported: no temporary file was made
+        if files is not None:
+            files.remove_leftovers()  # a stop signal between a temporary file's making and its owner's try
         if any(t.name.startswith(NATIVE_THREAD_PREFIX) and t.is_alive() for t in threading.enumerate()):
             sys.stderr.flush()
             os._exit(int(code or 0))

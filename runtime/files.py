@@ -6,19 +6,58 @@ OpenCV crashes on a path that is not valid UTF-8, so paths handed to it go throu
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import os
 import re
 import resource
+import signal
 import stat
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from runtime.cli_support import os_error_text, temp_stem
 from runtime.errors import EXIT_USAGE, OutputError
 
 LOW_SPACE_BYTES = 1 << 20  # free space below which a failed write is put down to a full disk
+#: The signals that stop a command (they unwind as KeyboardInterrupt: runtime.cli_support.run_main).
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+_LIVE: set[Path] = set()  # temporary files made and not yet renamed into place or removed
+
+
+@contextlib.contextmanager
+def _stop_signals_blocked() -> Iterator[None]:
+    """Block the stop signals for a few lines of the main thread; one that arrives meanwhile is
+    delivered when the block ends. (Other threads never see a KeyboardInterrupt.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def remove_leftovers() -> list[Path]:
+    """Remove every temporary file that was neither renamed into place nor removed, and return them.
+
+    Its owner removes a temporary file on any exception, but a stop signal can arrive after the
+    file is made and before its owner holds it (the owner's ``try`` not yet entered): the commands
+    call this on their way out (:func:`runtime.cli_support.run_main`), and it runs at exit too.
+    """
+    left = sorted(_LIVE)
+    for path in left:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        _LIVE.discard(path)
+    return left
+
+
+atexit.register(remove_leftovers)
 
 
 #: Paths that name a descriptor this process already holds: written through that descriptor itself.
@@ -150,12 +189,14 @@ class TempFile:
         # A symbolic link is followed: its target gets the new content (and the link stays a link).
         self.target = Path(os.path.realpath(dest)) if os.path.islink(dest) else dest
         safe = temp_stem(dest.name) if is_utf8(dest.name) else "emocam-output"  # OpenCV may open it by name
-        try:
-            fd, name = tempfile.mkstemp(prefix=f".{safe}.partial-", suffix=dest.suffix if suffix is None else suffix,
-                                        dir=self.target.parent)
-        except OSError as exc:  # the folder takes no new file: the user can fix that
-            raise OutputError(f"cannot write {display(dest)}: {os_error_text(exc)}: choose a writable folder",
-                              EXIT_USAGE) from None
+        with _stop_signals_blocked():  # made and noted in one step: remove_leftovers() finds it whatever happens next
+            try:
+                fd, name = tempfile.mkstemp(prefix=f".{safe}.partial-", dir=self.target.parent,
+                                            suffix=dest.suffix if suffix is None else suffix)
+            except OSError as exc:  # the folder takes no new file: the user can fix that
+                raise OutputError(f"cannot write {display(dest)}: {os_error_text(exc)}: choose a writable folder",
+                                  EXIT_USAGE) from None
+            _LIVE.add(Path(name))
         umask = os.umask(0)
         os.umask(umask)
         os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; the result gets the usual permissions
@@ -182,6 +223,7 @@ class TempFile:
                     os.close(fd)
             self.close_fd()
             os.replace(self.path, self.target)
+            _LIVE.discard(self.path)
         except OSError as exc:
             cause = failure_cause(self.dest, exc)  # before the partial file is removed (it may fill the disk)
             self.discard()
@@ -191,6 +233,7 @@ class TempFile:
         self.close_fd()
         with contextlib.suppress(OSError):
             os.unlink(self.path)
+        _LIVE.discard(self.path)
 
 
 def write_all(fd: int, data: bytes) -> None:
