@@ -7,17 +7,13 @@ The model's labels and input contract come from the ONNX file's metadata
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from runtime.backends import CPU, CUDA, GPU_INSTALL, PROVIDERS, Backend, ModelIO, open_backend, open_session
-from runtime.cli_support import first_line
+from runtime.cli_support import first_line, signals_held
 from runtime.contract import ContractError, ModelSpec
 from runtime.errors import ModelError
 from runtime.faces import Faces, clip_xyxy
@@ -54,29 +50,6 @@ def resolve_model_path(model: str | Path | None) -> Path:
 
 class InferenceError(ModelError):
     """The model failed while classifying (or gave unusable output); the message names it."""
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM while the engine builds a session (a fraction of a second).
-
-    A signal handled inside that native call makes it fail as "initialization failed", which would
-    read as a broken model. Here a signal is only noted meanwhile, and raised again once the call
-    returns, to stop the program as it would have.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if received:
-            signal.raise_signal(received[0])
 
 
 def _session_source(path: Path) -> str | bytes:
@@ -154,7 +127,7 @@ class EmotionClassifier:
         if margin < 0 or margin > 1:
             raise ValueError(f"margin must be in [0, 1], got {margin}")
         try:
-            with _signals_held():
+            with signals_held():
                 self.backend: Backend = open_backend(_session_source(path), provider, threads)
         except ModelError:
             raise

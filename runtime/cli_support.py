@@ -32,6 +32,32 @@ NATIVE_THREAD_PREFIX = "emocam-native-"
 EXIT_BROKEN_PIPE = 141  # the reader of stdout (or of a piped output) went away: 128 + SIGPIPE, as shell tools
 
 
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold Ctrl-C, SIGTERM and SIGHUP for a few lines of the main thread; one that arrives
+    meanwhile is only noted, then raised again when the block ends, to stop the program as it would
+    have. (An ignored signal stays ignored.)
+
+    For the steps a stop must not split: a native call that a handled signal would make fail (the
+    engine building a session reads as a broken model), or a temporary file made and not yet noted
+    (it would be left behind). Blocking the signal with ``pthread_sigmask`` would not do: another
+    thread would take it, and the main thread would still raise at its next instruction.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if received:
+            signal.raise_signal(received[0])
+
+
 class UserError(EmocamError):
     """A command-line mistake, worded with the flags (``--source``): the CLI layer's own error.
 

@@ -464,15 +464,14 @@ class StillDetector:
             out += self._search(gray, self._cascades[self.frontal[0]], self.rotated_side, angle=angle)
         if self._profile is not None:
             for mirrored in (False, True):
-                out += self._search(gray, self._profile, self.profile_side, mirrored=mirrored,
-                                    neighbors=self.profile_neighbors, scale_factor=self.profile_scale_factor)
+                out += self._search(gray, self._profile, self.profile_side, mirrored=mirrored, profile=True)
         return out
 
     def _search(self, gray: np.ndarray, cascade: cv2.CascadeClassifier, side: int, angle: float = 0.0,
-                mirrored: bool = False, neighbors: int | None = None,
-                scale_factor: float | None = None) -> list[_Candidate]:
+                mirrored: bool = False, profile: bool = False) -> list[_Candidate]:
         """One cascade over the whole photo scaled to at most ``side`` pixels, rotated by ``angle``
-        degrees or mirrored; hits mapped back to photo pixels. ``neighbors`` given: a profile search."""
+        degrees or mirrored; hits mapped back to photo pixels. A ``profile`` search uses the
+        profile settings (pyramid step, hits a proposal needs)."""
         h, w = gray.shape[:2]
         scale = min(1.0, side / max(h, w))
         img = gray
@@ -487,9 +486,8 @@ class StillDetector:
         if min(img.shape[:2]) < min_side:
             return []
         found, neighbours = cascade.detectMultiScale2(
-            img, scaleFactor=scale_factor or self.scale_factor,
-            minNeighbors=self.propose_neighbors if neighbors is None else neighbors,
-            minSize=(min_side, min_side))
+            img, scaleFactor=self.profile_scale_factor if profile else self.scale_factor,
+            minNeighbors=self.profile_neighbors if profile else self.propose_neighbors, minSize=(min_side, min_side))
         out = []
         for (x, y, bw, bh), n in zip(np.asarray(found).reshape(-1, 4), np.asarray(neighbours).reshape(-1),
                                      strict=True):
@@ -498,8 +496,7 @@ class StillDetector:
                 cx, cy = back @ np.array([cx, cy, 1.0])
             if mirrored:
                 cx = img.shape[1] - cx
-            out.append(_Candidate(cx / scale, cy / scale, bw / scale, angle, int(n),
-                                  profile=neighbors is not None, mirrored=mirrored))
+            out.append(_Candidate(cx / scale, cy / scale, bw / scale, angle, int(n), profile, mirrored))
         return out
 
     def confirm_rank(self, gray: np.ndarray, cand: _Candidate) -> int | None:

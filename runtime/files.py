@@ -12,34 +12,15 @@ import errno
 import os
 import re
 import resource
-import signal
 import stat
 import tempfile
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
-from runtime.cli_support import os_error_text, temp_stem
+from runtime.cli_support import os_error_text, signals_held, temp_stem
 from runtime.errors import EXIT_USAGE, OutputError
 
 LOW_SPACE_BYTES = 1 << 20  # free space below which a failed write is put down to a full disk
-#: The signals that stop a command (they unwind as KeyboardInterrupt: runtime.cli_support.run_main).
-_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 _LIVE: set[Path] = set()  # temporary files made and not yet renamed into place or removed
-
-
-@contextlib.contextmanager
-def _stop_signals_blocked() -> Iterator[None]:
-    """Block the stop signals for a few lines of the main thread; one that arrives meanwhile is
-    delivered when the block ends. (Other threads never see a KeyboardInterrupt.)"""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def remove_leftovers() -> list[Path]:
@@ -189,7 +170,7 @@ class TempFile:
         # A symbolic link is followed: its target gets the new content (and the link stays a link).
         self.target = Path(os.path.realpath(dest)) if os.path.islink(dest) else dest
         safe = temp_stem(dest.name) if is_utf8(dest.name) else "emocam-output"  # OpenCV may open it by name
-        with _stop_signals_blocked():  # made and noted in one step: remove_leftovers() finds it whatever happens next
+        with signals_held():  # made and noted in one step: remove_leftovers() finds it whatever happens next
             try:
                 fd, name = tempfile.mkstemp(prefix=f".{safe}.partial-", dir=self.target.parent,
                                             suffix=dest.suffix if suffix is None else suffix)

@@ -65,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--weights sum to {sum(shares):.6g}: give shares that sum to 1")
     if args.out.suffix != ".keras":
         raise UserError(f"--out {args.out} must end in .keras")
-    if args.out.exists() or any(args.out.resolve() == m.resolve() for m in args.models):
+    if args.out.exists():  # an input included
         raise UserError(f"--out {args.out} exists: give a new file name (an input or a result is never overwritten)")
     check_output_path(args.out, "--out")
 

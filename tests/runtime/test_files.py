@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from runtime.files import TempFile, _stop_signals_blocked, remove_leftovers
+from runtime.cli_support import signals_held
+from runtime.files import TempFile, remove_leftovers
 from tests.conftest import ROOT
 
 #: A command whose stop comes right after a temporary file is made, before any owner holds it
@@ -51,7 +52,7 @@ def test_a_stop_signal_while_a_temporary_file_is_made_waits_until_it_is_noted() 
     received: list[int] = []
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
     try:
-        with _stop_signals_blocked():
+        with signals_held():
             signal.raise_signal(signal.SIGTERM)
             assert received == []  # held while the block runs
         assert received == [signal.SIGTERM]  # delivered when it ends, not lost
