@@ -16,7 +16,7 @@ from runtime.backends import CPU, CUDA, GPU_INSTALL, PROVIDERS, Backend, ModelIO
 from runtime.cli_support import first_line, signals_held
 from runtime.contract import ContractError, ModelSpec
 from runtime.errors import ModelError
-from runtime.faces import Faces, clip_xyxy
+from runtime.faces import Faces, clip_xyxy, square_at_edges
 from runtime.image import to_gray
 
 #: Input element types the runtime can feed (raw 0-255 pixels fit each of them exactly).
@@ -174,7 +174,14 @@ class EmotionClassifier:
         return self.spec.labels
 
     def crop(self, gray: np.ndarray, xyxy: np.ndarray) -> np.ndarray:
-        """Crop faces with a margin, clipped to the frame, resized to the model's input.
+        """Crop faces with a margin, resized to the model's input.
+
+        A face cut by the frame's edge has a box clipped to the frame, narrower (or shorter) than
+        the square the detector found. Its box is made square again on the side of that edge, and
+        the part outside the frame is filled by repeating the edge's pixels, so the face keeps its
+        shape instead of being stretched. On 171 faces cut by 15 or 30 % of their side at each
+        edge (media and wheel photos), the class matched the uncut face's for 141 this way, 129
+        stretched, 136 filled with grey and 132 mirrored.
 
         Returns:
             A float32 ``(n, H, W, 1)`` batch of raw 0-255 pixels (a reused buffer).
@@ -186,15 +193,18 @@ class EmotionClassifier:
         if n == 0:
             return batch
         h, w = gray.shape[:2]
-        box = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4)
+        box = square_at_edges(np.asarray(xyxy, dtype=np.float64).reshape(-1, 4), (w, h))
         pad = (box[:, 2:] - box[:, :2]) * self.margin
-        grown = clip_xyxy(np.round(np.concatenate([box[:, :2] - pad, box[:, 2:] + pad], axis=1)), (w, h))
+        grown = np.round(np.concatenate([box[:, :2] - pad, box[:, 2:] + pad], axis=1)).astype(np.int64)
+        inside = clip_xyxy(grown, (w, h))
         out_h, out_w = self.spec.input_hw
-        for i, (x1, y1, x2, y2) in enumerate(grown):
-            if x2 <= x1 or y2 <= y1:  # wholly outside the frame: nothing to see
+        for i, ((x1, y1, x2, y2), (cx1, cy1, cx2, cy2)) in enumerate(zip(grown, inside, strict=True)):
+            if cx2 <= cx1 or cy2 <= cy1:  # wholly outside the frame: nothing to see
                 batch[i] = 0.0
                 continue
-            patch = gray[y1:y2, x1:x2]
+            patch = gray[cy1:cy2, cx1:cx2]
+            if (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2):  # over the edge: repeat the edge's pixels
+                patch = cv2.copyMakeBorder(patch, cy1 - y1, y2 - cy2, cx1 - x1, x2 - cx2, cv2.BORDER_REPLICATE)
             interp = cv2.INTER_AREA if (x2 - x1) > out_w else cv2.INTER_LINEAR
             batch[i, ..., 0] = cv2.resize(patch, (out_w, out_h), interpolation=interp)
         return batch

@@ -316,7 +316,9 @@ class StillDetector:
        first of them also the photo rotated by each of ``angles`` (tilted heads) at up to
        ``rotated_side`` pixels. A proposal needs only ``propose_neighbors`` overlapping hits.
        The profile cascade searches the photo and its mirror (faces turned either way) at up to
-       ``profile_side`` pixels; its proposals need ``profile_neighbors`` hits.
+       ``profile_side`` pixels; its proposals need ``profile_neighbors`` hits. Large faces cut
+       by the photo's edge (close-ups), which no cascade window fits, are proposed by a search of
+       the photo with its edge pixels repeated around it (``edge_pad``).
     2. **Confirm**: each proposal is cut out upright (its rotation undone), scaled so that its
        face is ``confirm_px`` pixels, and searched again, around its own size only, by each
        ``confirm`` cascade; it is a face when at least ``min_votes`` of them find it there with
@@ -374,6 +376,15 @@ class StillDetector:
         profile_confirm_neighbors: Hits the profile cascade needs at each confirming size (16:
             at its weakest size the 45-degree face had 32, a hand over a forehead 7-12, with the
             proposal's box; at 8 or 12 that hand was a face).
+        edge_pad: Share of the photo's shorter side added around it, its edge pixels repeated, for
+            the search of faces cut by the edge (0: no such search). 0.3: on 240 close-ups of 30
+            labelled faces, each cut by one edge through 15 or 30 % of the face, 172 found
+            against 101 without it; no false face more on 49 face-free images or a 300-image
+            synthetic set; about 3 % more time a photo.
+        edge_side: Longest side, in pixels, of the padded photo that search scales down to (480:
+            the faces it looks for are large).
+        edge_min_face: Smallest face it looks for, as a share of the photo's shorter side (0.2:
+            close-ups; smaller faces cut by the edge are mostly hidden).
     """
 
     def __init__(
@@ -396,12 +407,17 @@ class StillDetector:
         profile_neighbors: int = 8,
         profile_confirm_px: int = 48,
         profile_confirm_neighbors: int = 16,
+        edge_pad: float = 0.3,
+        edge_side: int = 480,
+        edge_min_face: float = 0.2,
     ) -> None:
         if min(max_side, rotated_side, profile_side) < 64 or min_size < 1 or min(confirm_px, profile_confirm_px) < 24:
             raise ValueError("max_side, rotated_side and profile_side must be >= 64, min_size >= 1, and confirm_px "
                              "and profile_confirm_px >= 24")
         if profile_neighbors < 0 or profile_confirm_neighbors < 1:
             raise ValueError("profile_neighbors must be >= 0 (0: no profile search) and profile_confirm_neighbors >= 1")
+        if not 0.0 <= edge_pad <= 1.0 or edge_side < 64 or not 0.0 < edge_min_face <= 1.0:
+            raise ValueError("edge_pad must be in [0, 1] (0: no edge search), edge_side >= 64 and edge_min_face in (0, 1]")
         if min(scale_factor, profile_scale_factor) <= 1.0:
             raise ValueError(f"scale factors must be > 1, got {scale_factor} and {profile_scale_factor}")
         if not frontal or min_votes > len(confirm):
@@ -427,6 +443,9 @@ class StillDetector:
         self.profile_neighbors = profile_neighbors
         self.profile_confirm_px = profile_confirm_px
         self.profile_confirm_neighbors = profile_confirm_neighbors
+        self.edge_pad = edge_pad
+        self.edge_side = edge_side
+        self.edge_min_face = edge_min_face
         names = set(self.frontal) | set(self.confirm)
         self._cascades = {name: read_cascade(shipped_cascade(CASCADES[name])) for name in names}
         self._profile = read_cascade(shipped_cascade(PROFILE_CASCADE)) if profile_neighbors else None
@@ -465,6 +484,37 @@ class StillDetector:
         if self._profile is not None:
             for mirrored in (False, True):
                 out += self._search(gray, self._profile, self.profile_side, mirrored=mirrored, profile=True)
+        if self.edge_pad:
+            out += self._edge_search(gray)
+        return out
+
+    def _edge_search(self, gray: np.ndarray) -> list[_Candidate]:
+        """Large faces cut by the photo's edge (close-ups): the first ``frontal`` cascade on the photo
+        with ``edge_pad`` of its shorter side added around it (edge pixels repeated, as the
+        confirming cut-outs do), at up to ``edge_side`` pixels, for faces of at least
+        ``edge_min_face`` of the shorter side. Only faces that cross the edge, with their centre
+        inside the photo, are kept: the other searches see the rest."""
+        h, w = gray.shape[:2]
+        pad = int(round(self.edge_pad * min(h, w)))
+        padded = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        scale = min(1.0, self.edge_side / max(padded.shape[:2]))
+        img = padded
+        if scale < 1.0:
+            size_wh = (max(1, round(padded.shape[1] * scale)), max(1, round(padded.shape[0] * scale)))
+            img = cv2.resize(padded, size_wh, interpolation=cv2.INTER_AREA)
+        min_side = max(24, round(self.edge_min_face * min(h, w) * scale))
+        if min(img.shape[:2]) < min_side:
+            return []
+        found, neighbours = self._cascades[self.frontal[0]].detectMultiScale2(
+            img, scaleFactor=self.scale_factor, minNeighbors=self.propose_neighbors, minSize=(min_side, min_side))
+        out = []
+        for (x, y, bw, _), n in zip(np.asarray(found).reshape(-1, 4), np.asarray(neighbours).reshape(-1), strict=True):
+            side = bw / scale
+            cx, cy = (x + bw / 2) / scale - pad, (y + bw / 2) / scale - pad
+            inside = 0 <= cx < w and 0 <= cy < h
+            crosses = min(cx, cy) < side / 2 or cx + side / 2 > w or cy + side / 2 > h
+            if inside and crosses:
+                out.append(_Candidate(cx, cy, side, 0.0, int(n)))
         return out
 
     def _search(self, gray: np.ndarray, cascade: cv2.CascadeClassifier, side: int, angle: float = 0.0,

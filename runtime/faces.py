@@ -117,3 +117,25 @@ def clip_xyxy(xyxy: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
     out[:, [0, 2]] = out[:, [0, 2]].clip(0, w)
     out[:, [1, 3]] = out[:, [1, 3]].clip(0, h)
     return out.astype(np.int32)
+
+
+def square_at_edges(xyxy: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
+    """Boxes clipped by the frame's edge made square again, past that edge: a box narrower than it
+    is tall that touches the left (right) edge grows to the left (right), and likewise in height;
+    one that touches both edges grows evenly. Other boxes are returned as they are.
+
+    Returns:
+        float64 ``(n, 4)`` boxes, which may reach outside the frame.
+    """
+    out = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4).copy()
+    for lo, hi, limit, other in ((0, 2, size_wh[0], 1), (1, 3, size_wh[1], 0)):  # x, then y
+        side = out[:, other + 2] - out[:, other]
+        short = (out[:, hi] - out[:, lo]) < side
+        at_lo, at_hi = out[:, lo] <= 0, out[:, hi] >= limit
+        grow = side - (out[:, hi] - out[:, lo])
+        both = short & at_lo & at_hi
+        out[short & at_lo & ~at_hi, lo] -= grow[short & at_lo & ~at_hi]
+        out[short & at_hi & ~at_lo, hi] += grow[short & at_hi & ~at_lo]
+        out[both, lo] -= grow[both] / 2
+        out[both, hi] += grow[both] / 2
+    return out

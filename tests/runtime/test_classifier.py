@@ -132,6 +132,31 @@ def test_crop_margin_grows_the_box(classifier: EmotionClassifier):
     assert batch[0, 24, 24, 0] == 255
 
 
+def test_a_face_cut_by_the_frame_edge_keeps_its_shape(classifier: EmotionClassifier, multi_face: np.ndarray):
+    """A real face cut by the frame's left edge (30 % of it gone): its clipped box is cropped as the
+    square it was, the missing part filled from the edge, so what is left of the face lands where
+    it would in the whole face's crop. Stretching the clipped box to the model's input would not."""
+    import cv2
+
+    from runtime.detector import StillDetector
+
+    gray = to_gray(multi_face)
+    box = StillDetector().detect_gray(gray).xyxy[-1]  # the rightmost face: a square Haar box
+    x1, y1, x2, y2 = (int(v) for v in box)
+    side = x2 - x1
+    cut = x1 + int(0.3 * side)
+    cut_gray = np.ascontiguousarray(gray[:, cut:])
+    clipped = np.array([[0, y1, x2 - cut, y2]])
+    whole = classifier.crop(gray, box[None]).copy()[0, ..., 0]
+    kept = classifier.crop(cut_gray, clipped).copy()[0, ..., 0]
+    stretched = cv2.resize(cut_gray[y1:y2, : x2 - cut], (48, 48), interpolation=cv2.INTER_AREA).astype(np.float32)
+    right = slice(int(0.35 * 48), 48)  # the part of the face the cut left (with a pixel of slack)
+    kept_diff = np.abs(kept[:, right] - whole[:, right]).mean()
+    stretched_diff = np.abs(stretched[:, right] - whole[:, right]).mean()
+    assert kept_diff < 3.0, kept_diff
+    assert stretched_diff > 3 * kept_diff, (stretched_diff, kept_diff)
+
+
 def test_grayscale_and_bgra_frames_classify_alike(classifier, single_face, detector):
     faces = detector.detect(single_face)
     bgr = classifier.classify(single_face, faces).probs

@@ -264,6 +264,54 @@ def test_still_detector_without_the_profile_path_proposes_no_profile(multi_face:
     assert not any(c.profile for c in StillDetector(profile_neighbors=0).propose(gray))
 
 
+def _cut_close_up(img: np.ndarray, box: np.ndarray, side: str, cut: float) -> tuple[np.ndarray, np.ndarray]:
+    """A close-up of one labelled face (2.2 times its size, scaled to 500 pixels) whose ``side`` edge
+    runs ``cut`` of the face's size into the face; and the face's visible box in it."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    s = max(x2 - x1, y2 - y1)
+    region = {"left": x1 - 0.6 * s, "top": y1 - 0.6 * s, "right": x2 + 0.6 * s, "bottom": y2 + 0.6 * s}
+    region[side] = {"left": x1, "top": y1, "right": x2, "bottom": y2}[side] + (cut if side in ("left", "top") else -cut) * s
+    h, w = img.shape[:2]
+    rx1, ry1 = int(max(0, region["left"])), int(max(0, region["top"]))
+    rx2, ry2 = int(min(w, region["right"])), int(min(h, region["bottom"]))
+    crop = img[ry1:ry2, rx1:rx2]
+    visible = np.array([[max(x1, rx1) - rx1, max(y1, ry1) - ry1, min(x2, rx2) - rx1, min(y2, ry2) - ry1]])
+    k = 500 / max(crop.shape[:2])
+    return cv2.resize(crop, None, fx=k, fy=k, interpolation=cv2.INTER_CUBIC), visible * k
+
+
+def test_still_edge_search_finds_close_ups_cut_by_the_edge(multi_face: np.ndarray):
+    """Close-ups of the four clear faces of multi_face.jpg, each cut by one edge through 15 or 30 %
+    of the face: the frontal cascades need the whole face in view and find a few; the search of
+    the photo with its edges repeated around it finds most, and loses none of the others."""
+    from runtime.tracker import iou_matrix
+
+    found: dict[str, set[tuple]] = {"off": set(), "on": set()}
+    for name, still in (("off", StillDetector(edge_pad=0.0)), ("on", StillDetector())):
+        for i in range(1, 5):
+            for side in ("left", "right", "top", "bottom"):
+                for cut in (0.15, 0.3):
+                    img, visible = _cut_close_up(multi_face, MULTI_FACES[i], side, cut)
+                    faces = still.detect(img)
+                    _assert_inside(faces, img.shape)
+                    if len(faces) and (iou_matrix(faces.xyxy, visible) >= 0.4).any():
+                        found[name].add((i, side, cut))
+    assert found["off"] <= found["on"], found["off"] - found["on"]
+    assert len(found["on"]) >= 20 and len(found["on"]) >= len(found["off"]) + 8, {k: len(v) for k, v in found.items()}
+
+
+def test_still_edge_search_proposes_only_faces_over_the_edge(multi_face: np.ndarray, media_dir: Path):
+    """Whole faces inside the photo are left to the other searches; and in the face-free video the
+    edge search has nothing confirmed."""
+    still = StillDetector()
+    gray = cv2.cvtColor(multi_face, cv2.COLOR_BGR2GRAY)
+    assert still._edge_search(gray) == []  # every face of the group photo is inside it
+    for i, frame in enumerate(_face_free_frames(media_dir, 6)):
+        g = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        confirmed = [c for c in still._edge_search(g) if still.confirm_rank(g, c) is not None]
+        assert confirmed == [], f"a false face over the edge of face-free frame {i * 6}"
+
+
 def test_still_detector_settings_are_checked():
     with pytest.raises(ValueError, match="unknown cascades"):
         StillDetector(confirm=("default", "nose"))
@@ -277,4 +325,8 @@ def test_still_detector_settings_are_checked():
         StillDetector(profile_neighbors=-1)
     with pytest.raises(ValueError, match="profile_confirm_px"):
         StillDetector(profile_confirm_px=20)
+    with pytest.raises(ValueError, match="edge_pad"):
+        StillDetector(edge_pad=1.5)
+    with pytest.raises(ValueError, match="edge_min_face"):
+        StillDetector(edge_min_face=0.0)
     assert len(StillDetector().detect(np.full((10, 10), 128, np.uint8))) == 0

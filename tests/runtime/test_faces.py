@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from runtime.faces import Faces, clip_xyxy
+from runtime.faces import Faces, clip_xyxy, square_at_edges
 
 NAMES = ("angry", "happy", "sad")
 
@@ -106,3 +106,16 @@ def test_clip_xyxy():
     assert out[1].tolist() == [90, 90, 100, 100]
     x1, y1, x2, y2 = out[2]
     assert (x2 - x1) * (y2 - y1) == 0  # wholly outside: no area
+
+
+def test_square_at_edges_regrows_boxes_cut_by_the_frame():
+    out = square_at_edges(np.array([
+        [0, 100, 220, 378],    # cut by the left edge: grows to the left
+        [348, 104, 551, 385],  # cut by the right edge: grows to the right
+        [10, 0, 50, 30],       # cut by the top edge: grows upwards
+        [10, 10, 50, 50],      # inside: unchanged
+        [0, 5, 100, 40],       # touches the left edge but is short in height, away from an edge: unchanged
+        [0, 0, 551, 600],      # wider than the frame is too narrow: grows evenly both ways
+    ]), (551, 1137))
+    assert out.tolist() == [[-58, 100, 220, 378], [348, 104, 629, 385], [10, -10, 50, 30], [10, 10, 50, 50],
+                            [0, 5, 100, 40], [-24.5, 0, 575.5, 600]]
