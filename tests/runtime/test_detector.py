@@ -312,6 +312,17 @@ def test_still_edge_search_proposes_only_faces_over_the_edge(multi_face: np.ndar
         assert confirmed == [], f"a false face over the edge of face-free frame {i * 6}"
 
 
+def test_still_second_look_confirms_real_faces_and_no_face_free_frame(multi_face: np.ndarray, media_dir: Path):
+    """The second look at 48 pixels alone (a first look no cascade can pass): it confirms the clear
+    faces of the group photo, where every cascade finds them with 8 hits, and nothing in the
+    face-free video; without it nothing is confirmed."""
+    second_only = StillDetector(confirm_neighbors=10_000)
+    assert len(StillDetector(confirm_neighbors=10_000, second_neighbors=0).detect(multi_face)) == 0
+    assert _matched(second_only.detect(multi_face), MULTI_FACES) >= {1, 2, 3, 4}
+    for i, frame in enumerate(_face_free_frames(media_dir, 12)):
+        assert len(second_only.detect(frame)) == 0, f"a false face in frame {i * 12}"
+
+
 def test_still_detector_settings_are_checked():
     with pytest.raises(ValueError, match="unknown cascades"):
         StillDetector(confirm=("default", "nose"))
@@ -329,4 +340,6 @@ def test_still_detector_settings_are_checked():
         StillDetector(edge_pad=1.5)
     with pytest.raises(ValueError, match="edge_min_face"):
         StillDetector(edge_min_face=0.0)
+    with pytest.raises(ValueError, match="second_neighbors"):
+        StillDetector(second_neighbors=-1)
     assert len(StillDetector().detect(np.full((10, 10), 128, np.uint8))) == 0
