@@ -432,7 +432,7 @@ def _process(args: argparse.Namespace, source, pipe) -> tuple[RunStats, list[Pat
         stops.restore()
     if failure is not None:  # an EmocamError carries its exit code (1 for a failed write)
         raise failure
-    return run, outputs.written
+    return run, [] if outputs is None else outputs.written  # stopped before the outputs were opened: none
 
 
 def main(argv: Sequence[str] | None = None) -> int:

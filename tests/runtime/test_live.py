@@ -355,6 +355,29 @@ def test_a_signal_between_json_line_and_video_frame_keeps_them_in_step(
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
 
 
+def test_a_stop_while_the_outputs_open_is_an_exit_not_a_traceback(
+        video_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+        request: pytest.FixtureRequest):
+    """A Ctrl-C after the run started but before its outputs were opened (found by the start-up test:
+    an AttributeError on the missing outputs and exit 1): the run stops as any other, with no output
+    left behind and none reported."""
+    from runtime import live, views
+
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(views, "with_views", interrupted)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a foreground pytest
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, before))
+    code = live.main(["--source", str(video_path), "--no-window", "--output", str(tmp_path / "out.mp4")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "Traceback" not in err and "AttributeError" not in err
+    summary = summary_of(out)
+    assert summary["stopped_by"] == "SIGINT" and summary["frames"] == 0
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_photos_without_a_face_are_named(media_dir: Path, tmp_path: Path):
     """A folder of photos: the thorough search finds a tilted face, and one line on stderr (and
     the summary) names the photo with none."""
