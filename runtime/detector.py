@@ -427,7 +427,8 @@ class StillDetector:
         if profile_neighbors < 0 or profile_confirm_neighbors < 1:
             raise ValueError("profile_neighbors must be >= 0 (0: no profile search) and profile_confirm_neighbors >= 1")
         if not 0.0 <= edge_pad <= 1.0 or edge_side < 64 or not 0.0 < edge_min_face <= 1.0:
-            raise ValueError("edge_pad must be in [0, 1] (0: no edge search), edge_side >= 64 and edge_min_face in (0, 1]")
+            raise ValueError("edge_pad must be in [0, 1] (0: no edge search), edge_side >= 64 and edge_min_face "
+                             "in (0, 1]")
         if second_px < 24 or second_neighbors < 0:
             raise ValueError("second_px must be >= 24 and second_neighbors >= 0 (0: no second look)")
         if min(scale_factor, profile_scale_factor) <= 1.0:

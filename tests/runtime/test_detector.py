@@ -270,7 +270,8 @@ def _cut_close_up(img: np.ndarray, box: np.ndarray, side: str, cut: float) -> tu
     x1, y1, x2, y2 = (float(v) for v in box)
     s = max(x2 - x1, y2 - y1)
     region = {"left": x1 - 0.6 * s, "top": y1 - 0.6 * s, "right": x2 + 0.6 * s, "bottom": y2 + 0.6 * s}
-    region[side] = {"left": x1, "top": y1, "right": x2, "bottom": y2}[side] + (cut if side in ("left", "top") else -cut) * s
+    inward = cut if side in ("left", "top") else -cut  # the edge moves onto the face
+    region[side] = {"left": x1, "top": y1, "right": x2, "bottom": y2}[side] + inward * s
     h, w = img.shape[:2]
     rx1, ry1 = int(max(0, region["left"])), int(max(0, region["top"]))
     rx2, ry2 = int(min(w, region["right"])), int(min(h, region["bottom"]))
