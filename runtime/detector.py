@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -512,31 +512,23 @@ class StillDetector:
         h, w = gray.shape[:2]
         pad = int(round(self.edge_pad * min(h, w)))
         padded = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-        scale = min(1.0, self.edge_side / max(padded.shape[:2]))
-        img = padded
-        if scale < 1.0:
-            size_wh = (max(1, round(padded.shape[1] * scale)), max(1, round(padded.shape[0] * scale)))
-            img = cv2.resize(padded, size_wh, interpolation=cv2.INTER_AREA)
-        min_side = max(24, round(self.edge_min_face * min(h, w) * scale))
-        if min(img.shape[:2]) < min_side:
-            return []
-        found, neighbours = self._cascades[self.frontal[0]].detectMultiScale2(
-            img, scaleFactor=self.scale_factor, minNeighbors=self.propose_neighbors, minSize=(min_side, min_side))
+        found = self._search(padded, self._cascades[self.frontal[0]], self.edge_side,
+                             min_face=self.edge_min_face * min(h, w))
         out = []
-        for (x, y, bw, _), n in zip(np.asarray(found).reshape(-1, 4), np.asarray(neighbours).reshape(-1), strict=True):
-            side = bw / scale
-            cx, cy = (x + bw / 2) / scale - pad, (y + bw / 2) / scale - pad
+        for cand in found:
+            cx, cy, half = cand.cx - pad, cand.cy - pad, cand.side / 2
             inside = 0 <= cx < w and 0 <= cy < h
-            crosses = min(cx, cy) < side / 2 or cx + side / 2 > w or cy + side / 2 > h
+            crosses = min(cx, cy) < half or cx + half > w or cy + half > h
             if inside and crosses:
-                out.append(_Candidate(cx, cy, side, 0.0, int(n)))
+                out.append(replace(cand, cx=cx, cy=cy))
         return out
 
     def _search(self, gray: np.ndarray, cascade: cv2.CascadeClassifier, side: int, angle: float = 0.0,
-                mirrored: bool = False, profile: bool = False) -> list[_Candidate]:
+                mirrored: bool = False, profile: bool = False, min_face: float | None = None) -> list[_Candidate]:
         """One cascade over the whole photo scaled to at most ``side`` pixels, rotated by ``angle``
         degrees or mirrored; hits mapped back to photo pixels. A ``profile`` search uses the
-        profile settings (pyramid step, hits a proposal needs)."""
+        profile settings (pyramid step, hits a proposal needs). ``min_face``: the smallest face
+        sought, in photo pixels (default ``min_size``)."""
         h, w = gray.shape[:2]
         scale = min(1.0, side / max(h, w))
         img = gray
@@ -547,7 +539,7 @@ class StillDetector:
         back = None
         if angle:
             img, back = _rotate(img, angle)
-        min_side = max(1, round(self.min_size * scale))
+        min_side = max(1, round((self.min_size if min_face is None else min_face) * scale))
         if min(img.shape[:2]) < min_side:
             return []
         found, neighbours = cascade.detectMultiScale2(
