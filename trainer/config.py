@@ -57,6 +57,7 @@ class FitConfig:
     tensorboard: bool = False  # write TensorBoard logs to <out>/tensorboard
     cpu_replicas: int = 1  # >1: split the CPU into logical devices and mirror over them (tests)
     swa_epochs: int = 0  # >0: also average the weights of the last N epochs into swa.keras (weight averaging)
+    time_budget_min: float = 0.0  # >0: fit the run into this many minutes of the process (epochs = what fits)
     test_eval: bool = True  # score best.keras on the test split at the end (off while choosing a recipe)
 
     def __post_init__(self) -> None:
@@ -93,6 +94,7 @@ BOUNDS: dict[str, Number] = {
     "limit_per_class": Number(int, 2, 1_000_000),
     "cpu_replicas": Number(int, 1, 64),
     "swa_epochs": Number(int, 0, 10_000),
+    "time_budget_min": Number(float, 0, 1_000_000),  # 0 is off
 }
 CHOICES = {
     "arch": ARCHITECTURES,
@@ -196,10 +198,13 @@ def check_config(cfg: FitConfig) -> None:
     """Refuse a configuration that breaks a bound or a rule between two settings.
 
     Raises:
-        ConfigError: See :func:`config_problem`; or ``swa_epochs`` exceeds ``epochs``.
+        ConfigError: See :func:`config_problem`; or ``swa_epochs`` exceeds ``epochs``, or is given
+            with ``time_budget_min``.
     """
     problem = config_problem(cfg)
     if problem:
         raise ConfigError(f"bad setting: {problem}")
     if cfg.swa_epochs > cfg.epochs:
         raise ConfigError(f"swa_epochs {cfg.swa_epochs} must be between 0 (off) and epochs {cfg.epochs}")
+    if cfg.swa_epochs and cfg.time_budget_min:
+        raise ConfigError("swa_epochs needs a fixed number of epochs: leave out time_budget_min, or swa_epochs")

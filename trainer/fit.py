@@ -118,6 +118,13 @@ def _parser() -> ArgumentParser:
         "(use with --schedule constant)",
     )
     p.add_argument(
+        "--time-budget-min",
+        type=b["time_budget_min"],
+        default=d.time_budget_min,
+        help="fit the run into M minutes of this process (data loading and report included): after two "
+        "epochs it trains the epochs that fit, at most --epochs, and the cosine ends there; 0 is off",
+    )
+    p.add_argument(
         "--no-test-eval",
         dest="test_eval",
         action="store_false",
@@ -145,6 +152,8 @@ def _config_from_args(args: argparse.Namespace) -> FitConfig:
         raise UserError("--init-from is empty: give a .keras model from trainer-fit, or leave the flag out")
     if args.swa_epochs > args.epochs:
         raise UserError(f"--swa-epochs {args.swa_epochs} must be between 0 (off) and --epochs {args.epochs}")
+    if args.swa_epochs and args.time_budget_min:
+        raise UserError("--swa-epochs needs a fixed number of epochs: leave out --time-budget-min or --swa-epochs")
     if RunFiles(Path(args.out)).state.is_file():
         raise UserError(f"{args.out} already holds a run: pass --resume to continue it, or choose another --out")
     fields = {f.name for f in dataclasses.fields(FitConfig)}

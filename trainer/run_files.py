@@ -138,6 +138,9 @@ def state_problem(state: dict) -> str | None:
             return f"no {key!r}"
         if not check(state[key]) or state[key] < (-1 if key == "best_val_accuracy" else 0):
             return f"{key} is {state[key]!r}, not {want} in range"
+    planned = state.get("planned_epochs", state["epoch"])  # absent in runs from before --time-budget-min
+    if not _is_int(planned) or planned < state["epoch"]:
+        return f"planned_epochs is {planned!r}, not an integer of at least epoch {state['epoch']}"
     history = state.get("history")
     if not isinstance(history, list) or len(history) != state["epoch"]:
         return f"history is not a list of {state['epoch']} epochs"

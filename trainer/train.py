@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import sys
 import time
 from pathlib import Path
@@ -219,6 +220,8 @@ def make_optimizer(cfg: FitConfig, steps_per_epoch: int):
 
     if cfg.schedule == "constant":
         return optimizer(cfg.lr)
+    if cfg.time_budget_min:  # the epochs are known only once two are timed: epoch_rate sets the rate
+        return optimizer(epoch_rate(cfg, 0, cfg.epochs))
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
     total = cfg.epochs * steps_per_epoch
     schedule = keras.optimizers.schedules.CosineDecay(
@@ -229,6 +232,88 @@ def make_optimizer(cfg: FitConfig, steps_per_epoch: int):
         warmup_steps=warmup,
     )
     return optimizer(schedule)
+
+
+def epoch_rate(cfg: FitConfig, epoch: int, planned_epochs: int) -> float:
+    """The learning rate of epoch ``epoch`` (from 0) of a run planned for ``planned_epochs``, for
+    ``--time-budget-min``: the cosine schedule of :func:`make_optimizer` taken at the epoch's middle.
+
+    A budgeted run learns its length only after two epochs are timed, so its rate is set per epoch
+    (a step schedule is fixed when the optimizer is built): linear warm-up over ``warmup_epochs``,
+    then a cosine from ``lr`` to 0 at ``planned_epochs``. A constant schedule stays at ``lr``.
+    """
+    if cfg.schedule == "constant":
+        return cfg.lr
+    middle = epoch + 0.5
+    if middle < cfg.warmup_epochs:
+        return cfg.lr * middle / cfg.warmup_epochs
+    span = max(planned_epochs - cfg.warmup_epochs, 1e-9)
+    progress = min(1.0, (middle - cfg.warmup_epochs) / span)
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def budget_epochs(
+    *, max_epochs: int, planned: int, done: int, elapsed_s: float, epoch_s: float, budget_s: float
+) -> int:
+    """How many epochs a run with a time budget trains in all, re-planned after each epoch.
+
+    The epochs that fit are those done plus as many more as the time left holds at ``epoch_s``
+    each, keeping one epoch's time for the final save and report; never more than ``max_epochs``,
+    never fewer than ``done``. The plan may shrink at any time (a slower machine must still end
+    in time) but grows only in its first half: a cosine already near its end is not lifted again.
+
+    Args:
+        max_epochs: ``--epochs``, the most the run may train.
+        planned: The epochs planned so far.
+        done: The epochs trained.
+        elapsed_s: Seconds since the budget's clock started (the process's training call).
+        epoch_s: Seconds an epoch takes now (recent epochs, compilation excluded).
+        budget_s: The budget in seconds.
+    """
+    fits = done + max(0, math.floor((budget_s - elapsed_s - epoch_s) / epoch_s))
+    fits = max(done, min(max_epochs, fits))
+    if fits < planned or 2 * done < planned:
+        return fits
+    return planned
+
+
+def _make_budget_callback(cfg: FitConfig, state: dict, clock_start: float):
+    """A Keras callback for ``--time-budget-min``: sets each epoch's rate from the plan, times the
+    epochs, re-plans (:func:`budget_epochs`) and stops the run at the planned epoch. It runs
+    before the checkpoint callback, so ``state.json`` holds the plan the checkpoint follows."""
+    import keras
+
+    timed: list[float] = []  # this process's epoch times: the first holds the compilation
+
+    class TimeBudget(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self._t0 = time.perf_counter()
+            self.model.optimizer.learning_rate = epoch_rate(cfg, epoch, state["planned_epochs"])
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            now = time.perf_counter()
+            timed.append(now - self._t0)
+            if len(timed) >= 2:
+                recent = timed[1:][-3:]
+                planned = budget_epochs(
+                    max_epochs=cfg.epochs,
+                    planned=state["planned_epochs"],
+                    done=epoch + 1,
+                    elapsed_s=now - clock_start,
+                    epoch_s=sum(recent) / len(recent),
+                    budget_s=cfg.time_budget_min * 60,
+                )
+                if planned != state["planned_epochs"]:
+                    print(
+                        f"time budget: {planned} epochs fit in {cfg.time_budget_min:g} min "
+                        f"({sum(recent) / len(recent):.1f} s an epoch)",
+                        file=sys.stderr,
+                    )
+                    state["planned_epochs"] = planned
+            if epoch + 1 >= state["planned_epochs"]:
+                self.model.stop_training = True
+
+    return TimeBudget()
 
 
 def for_use(model, spec: ModelSpec, cfg: FitConfig):
@@ -328,9 +413,10 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
             raise RunError(f"{files.out} already holds a run: resume it, or choose another run folder")
         state = new_state()
     init_spec = read_spec(Path(cfg.init_from)) if cfg.init_from and not resume else None
+    state.setdefault("planned_epochs", cfg.epochs)  # fewer with a time budget, once two epochs are timed
 
     data = Path(cfg.data)
-    t0 = time.perf_counter()
+    t0 = time.perf_counter()  # also the time budget's clock
     train, val = train_val_split(data, cfg.val_fraction, cfg.seed, cfg.limit_per_class)
     test = load_split(data, "test", cfg.limit_per_class, cfg.seed) if cfg.test_eval else None
     spec = ModelSpec(labels=train.labels)
@@ -356,7 +442,7 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(KERAS_POLICY[cfg.precision])
     try:
-        return _train_and_report(cfg, resume, files, state, spec, train, val, test)
+        return _train_and_report(cfg, resume, files, state, spec, train, val, test, t0)
     finally:  # the policy is process-wide: leave it as it was for the caller's next model
         keras.mixed_precision.set_global_policy(previous)
 
@@ -370,8 +456,11 @@ def _train_and_report(
     train: Split,
     val: Split,
     test: Split | None,
+    clock_start: float,
 ) -> dict:
-    """:func:`fit` once the data is read and Keras's dtype policy is set: train, save, report."""
+    """:func:`fit` once the data is read and Keras's dtype policy is set: train, save, report.
+
+    ``clock_start`` is when :func:`fit` began (``time.perf_counter``): the time budget's start."""
     import keras
 
     on_tf = uses_tf_data()
@@ -384,7 +473,9 @@ def _train_and_report(
     with scope:
         if resume:
             model = load_model(files.last, compile=True)
-            print(f"resuming at epoch {state['epoch'] + 1}/{cfg.epochs} from {files.last}", file=sys.stderr)
+            print(
+                f"resuming at epoch {state['epoch'] + 1}/{state['planned_epochs']} from {files.last}", file=sys.stderr
+            )
         else:
             model = build_model(spec, arch=cfg.arch)
             if cfg.init_from:
@@ -401,10 +492,12 @@ def _train_and_report(
         file=sys.stderr,
     )
     callbacks = [_make_checkpoint_callback(files, spec, state, cfg)]
+    if cfg.time_budget_min:
+        callbacks.insert(0, _make_budget_callback(cfg, state, clock_start))
     if cfg.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(files.out / "tensorboard")))
     weights = class_weight_map(train.y, k, cfg.class_weights)
-    if state["epoch"] < cfg.epochs and on_tf:
+    if state["epoch"] < state["planned_epochs"] and on_tf:
         model.fit(
             make_dataset(train.x, train.y, k, cfg, training=True, replicas=replicas, class_weights=weights),
             validation_data=make_dataset(val.x, val.y, k, cfg, training=False, replicas=replicas),
@@ -413,7 +506,7 @@ def _train_and_report(
             callbacks=callbacks,
             verbose=1 if sys.stderr.isatty() else 2,
         )
-    elif state["epoch"] < cfg.epochs:  # batches augmented on the host while the device trains
+    elif state["epoch"] < state["planned_epochs"]:  # batches augmented on the host while the device trains
         eye = np.eye(k, dtype=np.float32)
         augment = HostAugment(cfg.shift, cfg.rotate_deg, cfg.zoom, cfg.erase, cfg.blur) if cfg.augment else None
         model.fit(

@@ -112,6 +112,53 @@ def test_resume_after_sigkill_continues_at_the_right_epoch(fer_dir: Path, tmp_pa
     assert not list(out.rglob(".*keras*")), "a temporary model file was left behind by the resumed run"
 
 
+def test_budget_plans_the_epochs_that_fit_and_grows_the_plan_only_in_its_first_half() -> None:
+    from trainer.train import budget_epochs
+
+    def plan(**kw: float) -> int:
+        return budget_epochs(**{"max_epochs": 300, "budget_s": 100.0, **kw})
+
+    # 10 s gone, 5 s an epoch, one epoch kept for the report: 17 more fit
+    assert plan(planned=300, done=2, elapsed_s=10, epoch_s=5) == 19
+    assert plan(planned=300, done=2, elapsed_s=10, epoch_s=5, max_epochs=12) == 12  # never more than --epochs
+    assert plan(planned=19, done=15, elapsed_s=95, epoch_s=5) == 15  # slower than planned: shrinks, even late
+    assert plan(planned=19, done=12, elapsed_s=40, epoch_s=5) == 19  # faster, but past half: the cosine stays
+    assert plan(planned=19, done=4, elapsed_s=15, epoch_s=3) == 31  # faster in the first half: grows
+    assert plan(planned=19, done=6, elapsed_s=150, epoch_s=5) == 6  # over budget: stop now, never below done
+
+
+def test_budget_rate_warms_up_then_ends_its_cosine_at_the_planned_epoch() -> None:
+    from trainer.config import FitConfig
+    from trainer.train import epoch_rate
+
+    cfg = FitConfig(lr=0.02, warmup_epochs=2, time_budget_min=5)
+    rates = [epoch_rate(cfg, e, 40) for e in range(40)]
+    assert rates[:2] == pytest.approx([0.005, 0.015])  # the warm-up, at each epoch's middle
+    assert all(a > b for a, b in zip(rates[2:], rates[3:], strict=False))
+    assert rates[2] > 0.019 and rates[-1] < 0.0002  # from about lr down to nearly 0 in the planned epochs
+    assert epoch_rate(cfg, 50, 40) == 0.0  # past the plan (a resumed run): stays at the end
+    assert epoch_rate(FitConfig(lr=0.02, schedule="constant"), 7, 40) == 0.02
+
+
+def test_time_budget_ends_the_run_at_the_planned_epoch_and_resume_adds_nothing(fer_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    proc = run_cli("trainer", "--data", str(fer_dir), "--out", str(run), "--epochs", "500", "--limit-per-class", "12",
+                   "--batch-size", "32", "--warmup-epochs", "0", "--no-test-eval", "--time-budget-min", "0.25")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    plans = [int(line.split()[2]) for line in proc.stderr.splitlines() if line.startswith("time budget: ")]
+    assert plans, proc.stderr[-2000:]
+    rows = _history(run)
+    state = json.loads((run / "checkpoints" / "state.json").read_text())
+    assert 4 <= len(rows) == plans[-1] == state["planned_epochs"] == state["epoch"] < 500
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == len(rows)
+    lrs = [float(r["lr"]) for r in rows]
+    assert lrs[-1] < 0.25 * max(lrs), lrs  # the cosine was fitted to the budget: it ended low, not cut off
+    assert (run / "final.keras").is_file()
+    again = run_cli("trainer", "--out", str(run), "--resume")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len(_history(run)) == len(rows)
+
+
 def test_mirrored_strategy_on_two_logical_cpus(fer_dir: Path, tmp_path: Path) -> None:
     proc = run_cli("trainer", "--data", str(fer_dir), "--out", str(tmp_path / "run"), "--epochs", "1",
                    "--limit-per-class", "10", "--batch-size", "16", "--cpu-replicas", "2")
@@ -190,9 +237,11 @@ def test_weight_sum_adds_each_epoch_once(tmp_path: Path) -> None:
         (["--data", "{fer}", "--shift", "-0.1"], "--shift"),
         (["--data", "{fer}", "--epochs", "2", "--swa-epochs", "3"], "--swa-epochs"),
         (["--data", "{fer}", "--mixup", "-0.2"], "--mixup"),
+        (["--data", "{fer}", "--time-budget-min", "-1"], "--time-budget-min"),
+        (["--data", "{fer}", "--swa-epochs", "1", "--time-budget-min", "5"], "--swa-epochs needs a fixed number"),
     ],
     ids=["missing-data", "resume-without-run", "no-data", "bad-lr", "bad-epochs", "negative-shift", "swa-too-long",
-         "negative-mixup"],
+         "negative-mixup", "negative-budget", "swa-with-budget"],
 )
 def test_bad_input_is_one_line_exit_2(fer_dir: Path, tmp_path: Path, args: list[str], needle: str) -> None:
     args = [a.replace("{fer}", str(fer_dir)) for a in args]
