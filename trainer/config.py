@@ -54,6 +54,8 @@ class FitConfig:
     mixed_precision: bool = False  # old name of precision fp16 (older config.json files); follows precision
     limit_per_class: int | None = None  # read at most this many faces per class (quick runs)
     init_from: str | None = None  # start from this .keras model's weights (fine-tuning), else random
+    teacher: str | None = None  # .npz from trainer-teach: distil its probabilities into the model, else labels only
+    teacher_share: float = 0.7  # with teacher: each target is this share of the teacher's probabilities + the label
     tensorboard: bool = False  # write TensorBoard logs to <out>/tensorboard
     cpu_replicas: int = 1  # >1: split the CPU into logical devices and mirror over them (tests)
     swa_epochs: int = 0  # >0: also average the weights of the last N epochs into swa.keras (weight averaging)
@@ -95,6 +97,7 @@ BOUNDS: dict[str, Number] = {
     "cpu_replicas": Number(int, 1, 64),
     "swa_epochs": Number(int, 0, 10_000),
     "time_budget_min": Number(float, 0, 1_000_000),  # 0 is off
+    "teacher_share": Number(float, 0, 1),
 }
 CHOICES = {
     "arch": ARCHITECTURES,
@@ -107,7 +110,7 @@ CHOICES = {
 KERAS_POLICY = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # Linux /proc/cpuinfo flags of CPU bf16 units (either will do)
 BF16_MIN_GPU = (8, 0)  # the first CUDA compute capability with bf16 tensor cores (Ampere)
-OPTIONAL = ("limit_per_class", "init_from")  # the settings that may be None
+OPTIONAL = ("limit_per_class", "init_from", "teacher")  # the settings that may be None
 
 
 def config_problem(cfg: FitConfig) -> str | None:

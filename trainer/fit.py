@@ -106,6 +106,17 @@ def _parser() -> ArgumentParser:
     p.add_argument(
         "--init-from", default=d.init_from, help="start from the weights of this .keras model (fine-tuning)"
     )
+    p.add_argument(
+        "--teacher",
+        default=d.teacher,
+        help="distil a teacher: its probabilities for the training faces (.npz from trainer-teach) join the labels",
+    )
+    p.add_argument(
+        "--teacher-share",
+        type=b["teacher_share"],
+        default=d.teacher_share,
+        help="with --teacher: each face's target is this share of the teacher's probabilities, the rest its label",
+    )
     p.add_argument("--tensorboard", action="store_true", help="write TensorBoard logs")
     p.add_argument(
         "--cpu-replicas", type=b["cpu_replicas"], default=d.cpu_replicas, help="mirror over N logical CPUs (testing)"
@@ -148,6 +159,10 @@ def _config_from_args(args: argparse.Namespace) -> FitConfig:
     args.precision = args.precision or FitConfig.precision
     if not args.data:
         raise UserError("--data is required: give the FER2013 folder (with train/ and test/) or fer2013.csv")
+    if args.teacher is not None and not args.teacher.strip():
+        raise UserError("--teacher is empty: give a .npz file from trainer-teach, or leave the flag out")
+    if args.teacher is not None and not Path(args.teacher).is_file():
+        raise UserError(f"--teacher {args.teacher} is not a file: make it with trainer-teach")
     if args.init_from is not None and not args.init_from.strip():
         raise UserError("--init-from is empty: give a .keras model from trainer-fit, or leave the flag out")
     if args.swa_epochs > args.epochs:

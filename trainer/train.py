@@ -40,6 +40,7 @@ from trainer.run_files import (
     write_history,
     write_json,
 )
+from trainer.teach import TeacherError, read_teacher
 
 
 def class_weight_map(y: np.ndarray, k: int, mode: str) -> dict[int, float] | None:
@@ -134,8 +135,12 @@ def make_dataset(
     training: bool,
     replicas: int = 1,
     class_weights: dict[int, float] | None = None,
+    targets: np.ndarray | None = None,
 ):
     """A cached, shuffled (training), augmented (training), prefetched ``tf.data`` pipeline.
+
+    The targets are the one-hot labels ``y``, or ``targets`` (``(N, k)`` float32, each row summing to
+    1: a teacher's probabilities mixed with the labels) where given.
 
     With several replicas every batch is whole and divisible by the replica count (TF cannot
     split a ragged last batch across replicas), so up to a batch of faces is left out per epoch.
@@ -149,7 +154,7 @@ def make_dataset(
 
     # the pipeline is float32 whatever the precision: under a mixed policy Keras's augmentation
     # layers would compute in bfloat16 or float16 (pixels rounded, and mixup's float32 weights refused)
-    ds = tf.data.Dataset.from_tensor_slices((x, tf.one_hot(y, k))).cache()
+    ds = tf.data.Dataset.from_tensor_slices((x, tf.one_hot(y, k) if targets is None else targets)).cache()
     if training:
         ds = ds.shuffle(len(y), seed=cfg.seed, reshuffle_each_iteration=True)
     batch = cfg.batch_size
@@ -442,9 +447,30 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(KERAS_POLICY[cfg.precision])
     try:
-        return _train_and_report(cfg, resume, files, state, spec, train, val, test, t0)
+        return _train_and_report(cfg, resume, files, state, spec, train, val, test, t0, _targets(cfg, train))
     finally:  # the policy is process-wide: leave it as it was for the caller's next model
         keras.mixed_precision.set_global_policy(previous)
+
+
+def _targets(cfg: FitConfig, train: Split) -> np.ndarray | None:
+    """The training targets with ``cfg.teacher``: ``teacher_share`` of its probabilities plus the rest
+    of the one-hot label, one row per training face; None without a teacher (labels alone).
+
+    Raises:
+        ConfigError: The teacher file was made for other faces or labels, or is not one.
+    """
+    if not cfg.teacher:
+        return None
+    try:
+        probs = read_teacher(Path(cfg.teacher), train.x, train.labels)
+    except TeacherError as exc:
+        raise ConfigError(str(exc)) from None
+    probs = probs / probs.sum(axis=1, keepdims=True)
+    onehot = np.eye(len(train.labels), dtype=np.float32)[train.y]
+    agree = float(np.mean(probs.argmax(1) == train.y))
+    print(f"teacher: {cfg.teacher}, {cfg.teacher_share:g} of each target (its top class is the label for "
+          f"{agree:.1%} of the training faces)", file=sys.stderr)
+    return (cfg.teacher_share * probs + (1 - cfg.teacher_share) * onehot).astype(np.float32)
 
 
 def _train_and_report(
@@ -457,10 +483,12 @@ def _train_and_report(
     val: Split,
     test: Split | None,
     clock_start: float,
+    targets: np.ndarray | None = None,
 ) -> dict:
     """:func:`fit` once the data is read and Keras's dtype policy is set: train, save, report.
 
-    ``clock_start`` is when :func:`fit` began (``time.perf_counter``): the time budget's start."""
+    ``clock_start`` is when :func:`fit` began (``time.perf_counter``): the time budget's start.
+    ``targets`` are the training targets with a teacher (:func:`_targets`), else None (the labels)."""
     import keras
 
     on_tf = uses_tf_data()
@@ -499,7 +527,9 @@ def _train_and_report(
     weights = class_weight_map(train.y, k, cfg.class_weights)
     if state["epoch"] < state["planned_epochs"] and on_tf:
         model.fit(
-            make_dataset(train.x, train.y, k, cfg, training=True, replicas=replicas, class_weights=weights),
+            make_dataset(
+                train.x, train.y, k, cfg, training=True, replicas=replicas, class_weights=weights, targets=targets
+            ),
             validation_data=make_dataset(val.x, val.y, k, cfg, training=False, replicas=replicas),
             epochs=cfg.epochs,
             initial_epoch=state["epoch"],
@@ -512,7 +542,7 @@ def _train_and_report(
         model.fit(
             face_batches(
                 train.x,
-                eye[train.y],
+                eye[train.y] if targets is None else targets,
                 cfg.batch_size,
                 cfg.seed,
                 augment,

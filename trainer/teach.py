@@ -1,0 +1,134 @@
+"""``trainer-teach TEACHER.keras ... --data FER --out teacher.npz``: a teacher's probabilities for distillation.
+
+Knowledge distillation (Hinton et al. 2015) trains a network on a stronger teacher's class
+probabilities as well as on the true labels. Here the teacher is the mean of one or more trained
+models (an ensemble), each averaging its test-time views, and the student trains with
+``trainer-fit --teacher teacher.npz``: it keeps one network's size and speed.
+
+The file holds the teacher's probabilities for the faces of one training split, the one
+``trainer-fit`` carves with the same ``--data``, ``--seed``, ``--val-fraction`` and
+``--limit-per-class``, and a SHA-256 of those faces' pixels: trainer-fit refuses a file made for
+other faces. Teachers that saw the validation faces (another seed's run, say) make the student's
+validation score optimistic: choose on validation only with teachers trained on the same split.
+
+Example:
+    trainer-teach runs/a/final.keras runs/b/final.keras --data ../shared/fer2013 --out runs/teacher.npz
+    trainer-fit --arch vgg --data ../shared/fer2013 --teacher runs/teacher.npz --init-from runs/a/final.keras ...
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from runtime.cli_support import SEED, ArgumentParser, UserError, atomic_path, check_output_path, path_arg, run_main
+from trainer.cli_common import VAL_FRACTION, write_errors
+from trainer.config import BOUNDS, FitConfig
+
+FIT_DEFAULTS = FitConfig()  # trainer-fit's defaults: the split is rebuilt from the same settings
+TEACHER_VIEWS = ("none", "flip", "flip-zoom")  # export.config.TTA_VIEWS: the views each teacher averages
+
+
+class TeacherError(ValueError):
+    """A teacher file that cannot be used for this run's faces."""
+
+
+def faces_sha256(x: np.ndarray) -> str:
+    """The SHA-256 of a split's pixels (uint8, in order): what ties a teacher file to its faces."""
+    return hashlib.sha256(np.ascontiguousarray(x, dtype=np.uint8).tobytes()).hexdigest()
+
+
+def teacher_probabilities(models: Sequence, x: np.ndarray, views: str, batch_size: int = 512) -> np.ndarray:
+    """The mean over ``models`` of each one's probabilities, itself averaged over ``views``.
+
+    Args:
+        models: Keras models of one contract (raw 0-255 pixels in, class probabilities out).
+        x: Faces, ``uint8`` ``(N, 48, 48, 1)``.
+        views: One of :data:`TEACHER_VIEWS` (the exported models' views, :func:`export.convert.forward`).
+    """
+    from export.convert import forward
+
+    total = np.zeros((len(x), int(models[0].output_shape[-1])), np.float64)
+    for model in models:
+        for i in range(0, len(x), batch_size):
+            total[i : i + batch_size] += np.asarray(forward(model, x[i : i + batch_size].astype(np.float32), views))
+    return (total / len(models)).astype(np.float32)
+
+
+def read_teacher(path: Path, x: np.ndarray, labels: Sequence[str]) -> np.ndarray:
+    """The teacher's probabilities for the faces ``x`` (one row per face, in order).
+
+    Raises:
+        TeacherError: The file is not a trainer-teach file, or it was made for other faces or labels.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            probs, sha, saved_labels = saved["probabilities"], str(saved["faces_sha256"]), list(saved["labels"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise TeacherError(f"teacher {path} is not a trainer-teach file ({type(exc).__name__}): make it with "
+                           "trainer-teach") from None
+    if saved_labels != list(labels):
+        raise TeacherError(f"teacher {path} has the labels {saved_labels}, not this run's {list(labels)}")
+    if probs.shape != (len(x), len(labels)) or sha != faces_sha256(x):
+        raise TeacherError(f"teacher {path} was made for other faces than this run's {len(x)} training faces: make "
+                           "it with trainer-teach and the run's --data, --seed, --val-fraction and --limit-per-class")
+    if not np.all(np.isfinite(probs)) or np.any(probs < 0):
+        raise TeacherError(f"teacher {path} holds probabilities that are negative or not finite: make it again")
+    return probs
+
+
+def _parser() -> ArgumentParser:
+    d = FIT_DEFAULTS
+    p = ArgumentParser(prog="trainer-teach", description="Write a teacher's probabilities for trainer-fit --teacher.")
+    p.add_argument("models", nargs="+", type=path_arg, help=".keras models from trainer-fit (their mean teaches)")
+    p.add_argument("--data", type=path_arg, required=True, help="FER2013 folder (with train/) or fer2013.csv")
+    p.add_argument("--out", type=path_arg, required=True, help=".npz file to write (a new file)")
+    p.add_argument("--views", choices=TEACHER_VIEWS, default="flip", help="test-time views each model averages")
+    p.add_argument("--seed", type=SEED, default=d.seed, help="trainer-fit's --seed (it picks the validation split)")
+    p.add_argument("--val-fraction", type=VAL_FRACTION, default=d.val_fraction, help="trainer-fit's --val-fraction")
+    p.add_argument("--limit-per-class", type=BOUNDS["limit_per_class"], default=None,
+                   help="trainer-fit's --limit-per-class, if the run uses it")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """trainer-teach: the teacher's probabilities for a run's training faces."""
+    args = _parser().parse_args(argv)
+    if args.out.suffix != ".npz":
+        raise UserError(f"--out {args.out} must end in .npz")
+    if args.out.exists():
+        raise UserError(f"--out {args.out} exists: give a new file name (a result is never overwritten)")
+    check_output_path(args.out, "--out")
+
+    from trainer.data import train_val_split
+    from trainer.model import check_against_spec, load_model, read_spec
+
+    specs = [read_spec(m) for m in args.models]
+    for m, spec in zip(args.models[1:], specs[1:], strict=True):
+        if spec != specs[0]:
+            raise UserError(f"{m} has another contract (labels or input) than {args.models[0]}: give models of one "
+                            "contract")
+    train, _ = train_val_split(args.data, args.val_fraction, args.seed, args.limit_per_class)
+    if tuple(train.labels) != tuple(specs[0].labels):
+        raise UserError(f"the models' labels {list(specs[0].labels)} differ from the data's {list(train.labels)}")
+    models = []
+    for m, spec in zip(args.models, specs, strict=True):
+        model = load_model(m)
+        check_against_spec(model, spec, m)
+        models.append(model)
+    probs = teacher_probabilities(models, train.x, args.views)
+    agree = float(np.mean(probs.argmax(1) == train.y))
+    with write_errors(args.out), atomic_path(args.out, suffix=".npz") as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, probabilities=probs, faces_sha256=np.array(faces_sha256(train.x)),
+                 labels=np.array(train.labels), models=np.array([str(m) for m in args.models]),
+                 views=np.array(args.views))
+    print(f"wrote {args.out}: the mean of {len(models)} models ({args.views} views) on {len(train)} training faces; "
+          f"its top class is the label for {agree:.1%}", file=sys.stderr)
+    return 0
+
+
+cli = run_main(main, "trainer-teach")
