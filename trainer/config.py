@@ -49,7 +49,8 @@ class FitConfig:
     label_smoothing: float = 0.0  # cross-entropy label smoothing
     mixup: float = 0.0  # >0: mix each training face with another of its batch, weight ~ Beta(a, a); 0 is off
     val_fraction: float = 0.1  # stratified validation split carved from train
-    seed: int = 1337  # seeds the split, shuffling, augmentation and weights
+    seed: int = 1337  # seeds the split (unless split_seed), shuffling, augmentation and weights
+    split_seed: int | None = None  # seeds the validation split instead of seed: runs of other seeds can share one
     precision: str = "fp32"  # compute precision: fp32, bf16 (CPU bf16 units or GPU >= 8.0) or fp16 (GPU)
     mixed_precision: bool = False  # old name of precision fp16 (older config.json files); follows precision
     limit_per_class: int | None = None  # read at most this many faces per class (quick runs)
@@ -93,6 +94,7 @@ BOUNDS: dict[str, Number] = {
     "mixup": Number(float, 0, 10),
     "val_fraction": VAL_FRACTION,
     "seed": SEED,
+    "split_seed": SEED,
     "limit_per_class": Number(int, 2, 1_000_000),
     "cpu_replicas": Number(int, 1, 64),
     "swa_epochs": Number(int, 0, 10_000),
@@ -110,7 +112,12 @@ CHOICES = {
 KERAS_POLICY = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # Linux /proc/cpuinfo flags of CPU bf16 units (either will do)
 BF16_MIN_GPU = (8, 0)  # the first CUDA compute capability with bf16 tensor cores (Ampere)
-OPTIONAL = ("limit_per_class", "init_from", "teacher")  # the settings that may be None
+OPTIONAL = ("limit_per_class", "init_from", "teacher", "split_seed")  # the settings that may be None
+
+
+def split_seed(cfg: FitConfig) -> int:
+    """The seed of the run's validation split: ``split_seed``, or ``seed`` where it is not set."""
+    return cfg.seed if cfg.split_seed is None else cfg.split_seed
 
 
 def config_problem(cfg: FitConfig) -> str | None:

@@ -201,7 +201,8 @@ def _parser() -> ArgumentParser:
         default=FIT_DEFAULTS.val_fraction,
         help="--split val: trainer-fit's fraction",
     )
-    parser.add_argument("--seed", type=SEED, default=FIT_DEFAULTS.seed, help="--split val: trainer-fit's seed")
+    parser.add_argument("--seed", type=SEED, default=FIT_DEFAULTS.seed,
+                        help="--split val: the run's split seed (trainer-fit's --split-seed, else its --seed)")
     parser.add_argument("--out", type=path_arg, default=None, help="folder for metrics.json and confusion_matrix.png")
     parser.add_argument("--provider", choices=PROVIDERS, default="cpu",
                         help="engine for an .onnx model: cpu (onnxruntime, the reference), openvino, cuda or auto")

@@ -90,6 +90,12 @@ def _parser() -> ArgumentParser:
     )
     p.add_argument("--seed", type=b["seed"], default=d.seed, help="random seed")
     p.add_argument(
+        "--split-seed",
+        type=b["split_seed"],
+        default=d.split_seed,
+        help="seed of the validation split (default: --seed): give runs of other --seed one split to compare on",
+    )
+    p.add_argument(
         "--precision",
         choices=CHOICES["precision"],
         default=None,

@@ -6,10 +6,10 @@ models (an ensemble), each averaging its test-time views, and the student trains
 ``trainer-fit --teacher teacher.npz``: it keeps one network's size and speed.
 
 The file holds the teacher's probabilities for the faces of one training split, the one
-``trainer-fit`` carves with the same ``--data``, ``--seed``, ``--val-fraction`` and
-``--limit-per-class``, and a SHA-256 of those faces' pixels: trainer-fit refuses a file made for
-other faces. Teachers that saw the validation faces (another seed's run, say) make the student's
-validation score optimistic: choose on validation only with teachers trained on the same split.
+``trainer-fit`` carves with the same ``--data``, split seed (``--split-seed``, else ``--seed``),
+``--val-fraction`` and ``--limit-per-class``, and a SHA-256 of those faces' pixels: trainer-fit refuses a file made for
+other faces. Teachers that saw the validation faces (a run of another split seed, say) make the
+student's validation score optimistic: choose on validation only with teachers of the same split.
 
 Example:
     trainer-teach runs/a/final.keras runs/b/final.keras --data ../shared/fer2013 --out runs/teacher.npz
@@ -74,8 +74,9 @@ def read_teacher(path: Path, x: np.ndarray, labels: Sequence[str]) -> np.ndarray
     if saved_labels != list(labels):
         raise TeacherError(f"teacher {path} has the labels {saved_labels}, not this run's {list(labels)}")
     if probs.shape != (len(x), len(labels)) or sha != faces_sha256(x):
-        raise TeacherError(f"teacher {path} was made for other faces than this run's {len(x)} training faces: make "
-                           "it with trainer-teach and the run's --data, --seed, --val-fraction and --limit-per-class")
+        raise TeacherError(f"teacher {path} was made for other faces than this run's {len(x)} training faces: "
+                           "make it with trainer-teach and the run's --data, split seed, --val-fraction and "
+                           "--limit-per-class")
     if not np.all(np.isfinite(probs)) or np.any(probs < 0):
         raise TeacherError(f"teacher {path} holds probabilities that are negative or not finite: make it again")
     return probs
@@ -88,7 +89,8 @@ def _parser() -> ArgumentParser:
     p.add_argument("--data", type=path_arg, required=True, help="FER2013 folder (with train/) or fer2013.csv")
     p.add_argument("--out", type=path_arg, required=True, help=".npz file to write (a new file)")
     p.add_argument("--views", choices=TEACHER_VIEWS, default="flip", help="test-time views each model averages")
-    p.add_argument("--seed", type=SEED, default=d.seed, help="trainer-fit's --seed (it picks the validation split)")
+    p.add_argument("--seed", type=SEED, default=d.seed,
+                   help="the run's split seed (trainer-fit's --split-seed, else its --seed)")
     p.add_argument("--val-fraction", type=VAL_FRACTION, default=d.val_fraction, help="trainer-fit's --val-fraction")
     p.add_argument("--limit-per-class", type=BOUNDS["limit_per_class"], default=None,
                    help="trainer-fit's --limit-per-class, if the run uses it")

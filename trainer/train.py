@@ -26,7 +26,15 @@ from runtime.cli_support import first_line
 from runtime.contract import ModelSpec
 from runtime.errors import ModelError
 from trainer.augment import HostAugment, face_batches, random_affine_layer, random_blur_layer
-from trainer.config import KERAS_POLICY, ConfigError, FitConfig, check_config, cpu_flags, precision_problem
+from trainer.config import (
+    KERAS_POLICY,
+    ConfigError,
+    FitConfig,
+    check_config,
+    cpu_flags,
+    precision_problem,
+    split_seed,
+)
 from trainer.data import Split, load_split, train_val_split
 from trainer.evaluate import evaluate_model, format_report, plot_history
 from trainer.model import build_model, load_model, read_spec, save_model
@@ -422,8 +430,8 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
 
     data = Path(cfg.data)
     t0 = time.perf_counter()  # also the time budget's clock
-    train, val = train_val_split(data, cfg.val_fraction, cfg.seed, cfg.limit_per_class)
-    test = load_split(data, "test", cfg.limit_per_class, cfg.seed) if cfg.test_eval else None
+    train, val = train_val_split(data, cfg.val_fraction, split_seed(cfg), cfg.limit_per_class)
+    test = load_split(data, "test", cfg.limit_per_class, split_seed(cfg)) if cfg.test_eval else None
     spec = ModelSpec(labels=train.labels)
     if init_spec is not None and init_spec != spec:
         raise ModelError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -128,3 +129,21 @@ def test_teach_refuses_an_existing_or_non_npz_out(tiny_run: Path, fer_dir: Path,
     assert_user_error(_teach(model, "--data", str(fer_dir), "--out", str(existing)), 2, "exists")
     assert existing.read_bytes() == b"keep me"
     assert_user_error(_teach(model, "--data", str(fer_dir), "--out", str(tmp_path / "t.txt")), 2, ".npz")
+
+
+def test_split_seed_gives_runs_of_other_seeds_the_same_training_faces(fer_dir: Path, tmp_path: Path) -> None:
+    """A teacher file made for split seed 9 fits a run of --seed 3 --split-seed 9 (same faces), and not
+    a run of --seed 3 alone (its own split): --split-seed, not --seed, picks the faces."""
+    from trainer.teach import faces_sha256
+
+    train = _split(fer_dir, 9, 12)
+    teacher = tmp_path / "teacher.npz"
+    np.savez(teacher, probabilities=np.full((len(train), 7), 1 / 7, np.float32),
+             faces_sha256=np.array(faces_sha256(train.x)), labels=np.array(train.labels))
+    common = ["--data", str(fer_dir), "--epochs", "1", "--limit-per-class", "12", "--no-test-eval",
+              "--teacher", str(teacher)]
+    shared = run_cli("trainer", "--out", str(tmp_path / "shared"), "--seed", "3", "--split-seed", "9", *common)
+    assert shared.returncode == 0, shared.stderr[-3000:]
+    assert json.loads((tmp_path / "shared" / "config.json").read_text())["split_seed"] == 9
+    own = run_cli("trainer", "--out", str(tmp_path / "own"), "--seed", "3", *common)
+    assert_user_error(own, 2, "made for other faces")
