@@ -19,8 +19,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from runtime.cli_support import ArgumentParser, Number, UserError, check_output_path, path_arg, run_main
-from trainer.cli_common import write_errors
+from runtime.cli_support import ArgumentParser, Number, UserError, path_arg, run_main
+from trainer.cli_common import check_new_output, load_models_of_one_contract, write_errors
 
 WEIGHT = Number(float, 0.0, 1.0)  # one model's share of the mean
 
@@ -63,24 +63,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--weights has {len(shares)} values for {len(args.models)} models: give one per model")
     if abs(sum(shares) - 1.0) > 1e-6:
         raise UserError(f"--weights sum to {sum(shares):.6g}: give shares that sum to 1")
-    if args.out.suffix != ".keras":
-        raise UserError(f"--out {args.out} must end in .keras")
-    if args.out.exists():  # an input included
-        raise UserError(f"--out {args.out} exists: give a new file name (an input or a result is never overwritten)")
-    check_output_path(args.out, "--out")
+    check_new_output(args.out, ".keras")
 
-    from trainer.model import check_against_spec, load_model, read_spec, save_model
+    from trainer.model import save_model
 
-    specs = [read_spec(m) for m in args.models]
-    for m, spec in zip(args.models[1:], specs[1:], strict=True):
-        if spec != specs[0]:
-            raise UserError(f"{m} has another contract (labels or input) than {args.models[0]}: "
-                            "average models of one run")
-    models = []
-    for m, spec in zip(args.models, specs, strict=True):
-        model = load_model(m)
-        check_against_spec(model, spec, m)
-        models.append(model)
+    models, spec = load_models_of_one_contract(args.models, "average models of one run")
     try:
         mean = mean_weights([m.get_weights() for m in models], shares)
     except ValueError as exc:
@@ -88,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     models[0].set_weights(mean)
     extra = {"average_of": [str(m) for m in args.models], "shares": list(shares)}
     with write_errors(args.out):
-        save_model(models[0], args.out, specs[0], extra)
+        save_model(models[0], args.out, spec, extra)
     print(f"wrote {args.out}: the mean of {len(models)} models (shares {', '.join(f'{s:.3g}' for s in shares)})",
           file=sys.stderr)
     return 0

@@ -1,9 +1,11 @@
-"""Pieces shared by trainer-fit, trainer-eval, export-onnx and benchmark.
+"""Pieces shared by trainer-fit, trainer-eval, trainer-average, trainer-teach, export-onnx and benchmark.
 
 Bounds of the flags two commands share, a path type that refuses empty strings, where the real
 data beside the project lies (:func:`shared_path`), and the conversions of a failed write, a
-failed inference or a termination signal into one line. Standard library only (plus
-:mod:`runtime.cli_support` and :mod:`runtime.errors`), so every command can import it cheaply.
+failed inference or a termination signal into one line; the checks of a new --out and of models that
+share one contract (trainer-average, trainer-teach). Standard library only (plus
+:mod:`runtime.cli_support` and :mod:`runtime.errors`; trainer.model is imported where models load),
+so every command can import it cheaply.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
-from runtime.cli_support import EXIT_USAGE, Number, first_line, os_error_text
+from runtime.cli_support import EXIT_USAGE, Number, UserError, check_output_path, first_line, os_error_text
 from runtime.errors import EmocamError, ModelError, OutputError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +33,47 @@ def shared_path(*parts: str) -> Path:
     """
     rel = SHARED.joinpath(*parts)
     return rel if rel.exists() else PROJECT_ROOT / rel
+
+
+def check_new_output(out: Path, suffix: str) -> None:
+    """Refuse an ``--out`` that does not end in ``suffix`` or that exists (an input included).
+
+    Raises:
+        UserError: The suffix is another, the file exists, or its folder cannot be written.
+    """
+    if out.suffix != suffix:
+        raise UserError(f"--out {out} must end in {suffix}")
+    if out.exists():
+        raise UserError(f"--out {out} exists: give a new file name (an input or a result is never overwritten)")
+    check_output_path(out, "--out")
+
+
+def load_models_of_one_contract(paths: list[Path], fix: str) -> tuple[list, object]:
+    """Load ``.keras`` models from trainer-fit that share one contract (labels and input).
+
+    Args:
+        paths: The model files, two or more.
+        fix: What to do when one has another contract (the end of the error line).
+
+    Returns:
+        The Keras models, in order, and their :class:`runtime.contract.ModelSpec`.
+
+    Raises:
+        UserError: A model's contract differs from the first's.
+        ModelError: A file is not a trainer-fit model, or disagrees with its own contract.
+    """
+    from trainer.model import check_against_spec, load_model, read_spec
+
+    specs = [read_spec(m) for m in paths]
+    for m, spec in zip(paths[1:], specs[1:], strict=True):
+        if spec != specs[0]:
+            raise UserError(f"{m} has another contract (labels or input) than {paths[0]}: {fix}")
+    models = []
+    for m, spec in zip(paths, specs, strict=True):
+        model = load_model(m)
+        check_against_spec(model, spec, m)
+        models.append(model)
+    return models, specs[0]
 
 
 @contextlib.contextmanager

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.cli_support import SEED, ArgumentParser, UserError, atomic_path, check_output_path, path_arg, run_main
-from trainer.cli_common import VAL_FRACTION, write_errors
+from runtime.cli_support import SEED, ArgumentParser, UserError, atomic_path, path_arg, run_main
+from trainer.cli_common import VAL_FRACTION, check_new_output, load_models_of_one_contract, write_errors
 from trainer.config import BOUNDS, FitConfig
 
 FIT_DEFAULTS = FitConfig()  # trainer-fit's defaults: the split is rebuilt from the same settings
@@ -100,28 +100,14 @@ def _parser() -> ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """trainer-teach: the teacher's probabilities for a run's training faces."""
     args = _parser().parse_args(argv)
-    if args.out.suffix != ".npz":
-        raise UserError(f"--out {args.out} must end in .npz")
-    if args.out.exists():
-        raise UserError(f"--out {args.out} exists: give a new file name (a result is never overwritten)")
-    check_output_path(args.out, "--out")
+    check_new_output(args.out, ".npz")
+    models, spec = load_models_of_one_contract(args.models, "give models of one contract")
 
     from trainer.data import train_val_split
-    from trainer.model import check_against_spec, load_model, read_spec
 
-    specs = [read_spec(m) for m in args.models]
-    for m, spec in zip(args.models[1:], specs[1:], strict=True):
-        if spec != specs[0]:
-            raise UserError(f"{m} has another contract (labels or input) than {args.models[0]}: give models of one "
-                            "contract")
     train, _ = train_val_split(args.data, args.val_fraction, args.seed, args.limit_per_class)
-    if tuple(train.labels) != tuple(specs[0].labels):
-        raise UserError(f"the models' labels {list(specs[0].labels)} differ from the data's {list(train.labels)}")
-    models = []
-    for m, spec in zip(args.models, specs, strict=True):
-        model = load_model(m)
-        check_against_spec(model, spec, m)
-        models.append(model)
+    if tuple(train.labels) != tuple(spec.labels):
+        raise UserError(f"the models' labels {list(spec.labels)} differ from the data's {list(train.labels)}")
     probs = teacher_probabilities(models, train.x, args.views)
     agree = float(np.mean(probs.argmax(1) == train.y))
     with write_errors(args.out), atomic_path(args.out, suffix=".npz") as tmp, open(tmp, "wb") as fh:
