@@ -60,7 +60,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.cli_support import THREADS, ArgumentParser, Number, UserError, path_arg, run_main, temp_stem
+from runtime.cli_support import THREADS, ArgumentParser, Number, UserError, default_of, path_arg, run_main, temp_stem
 
 ENGINES = ("local", "ray")
 CHUNK = 32  # frames whose faces go through one model call (bounded memory: crops only, never frames)
@@ -358,12 +358,6 @@ def run_ray(jobs: Sequence[Job], settings: Settings, workers: int, address: str 
 # ---- the command ----------------------------------------------------------------------------------
 
 
-def _default(cls: type, name: str) -> object:
-    import inspect
-
-    return inspect.signature(cls).parameters[name].default
-
-
 def _parser() -> ArgumentParser:
     from runtime.backends import PROVIDERS
     from runtime.classifier import EmotionClassifier
@@ -390,15 +384,15 @@ def _parser() -> ArgumentParser:
     p.add_argument("--model", type=path_arg, default=None,
                    help="ONNX model from export-onnx, or a shipped one: fp32 (the default), int8, vgg or vgg-int8 "
                    "(MODEL_CARD.md)")
-    p.add_argument("--provider", choices=PROVIDERS, default=_default(EmotionClassifier, "provider"),
+    p.add_argument("--provider", choices=PROVIDERS, default=default_of(EmotionClassifier, "provider"),
                    help="inference engine, as runtime-live's")
-    p.add_argument("--threads", type=THREADS, default=_default(EmotionClassifier, "threads"),
+    p.add_argument("--threads", type=THREADS, default=default_of(EmotionClassifier, "threads"),
                    help="inference threads per worker (0: the cores shared among the workers; Ray: 1)")
     g = p.add_argument_group("detector and tracker (as runtime-live's)")
     add_detector_flags(g)
-    g.add_argument("--margin", type=Number(float, 0.0, 1.0), default=_default(EmotionClassifier, "margin"),
+    g.add_argument("--margin", type=Number(float, 0.0, 1.0), default=default_of(EmotionClassifier, "margin"),
                    help="crop margin around each face (fraction of its size)")
-    g.add_argument("--smoothing", type=Number(float, 0.0, 0.99), default=_default(FaceTracker, "smoothing"),
+    g.add_argument("--smoothing", type=Number(float, 0.0, 0.99), default=default_of(FaceTracker, "smoothing"),
                    help="weight of the past in per-face probability smoothing")
     return p
 

@@ -358,3 +358,15 @@ def atomic_path(dest: Path | str, suffix: str | None = None) -> Iterator[Path]:
         tmp.commit()
     finally:
         tmp.discard()  # after an exception; after a commit there is nothing left to remove
+
+
+def default_of(cls: type, name: str) -> object:
+    """The default of ``cls``'s ``name`` argument: the classes hold the defaults, and flags repeat none.
+
+    Example:
+        >>> default_of(argparse.ArgumentParser, "add_help")
+        True
+    """
+    import inspect
+
+    return inspect.signature(cls).parameters[name].default

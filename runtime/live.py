@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import inspect
 import json
 import os
 import sys
@@ -19,7 +18,16 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from runtime.cli_support import THREADS, ArgumentParser, Number, UserError, check_output_path, path_arg, run_main
+from runtime.cli_support import (
+    THREADS,
+    ArgumentParser,
+    Number,
+    UserError,
+    check_output_path,
+    default_of,
+    path_arg,
+    run_main,
+)
 from runtime.display import camera_present, display_problem
 from runtime.errors import EXIT_FAILED, EmocamError
 from runtime.outputs import VIDEO_FOURCC, Outputs
@@ -31,11 +39,6 @@ DEMO_OUTPUT = "runtime-live-demo.jpg"  # where the headless demo writes when no 
 AUTO = "auto"  # --source default: camera 0 with a window if there is both, else the demo
 
 
-def _default(cls: type, name: str) -> object:
-    """The default of ``cls``'s ``name`` argument: the classes hold the defaults, the flags repeat none."""
-    return inspect.signature(cls).parameters[name].default
-
-
 def add_detector_flags(g) -> None:
     """The detector's flags (Haar and the whole-frame search cadence), shared by runtime-live and runtime-batch.
 
@@ -45,17 +48,17 @@ def add_detector_flags(g) -> None:
     from runtime.detector import HaarDetector
     from runtime.pipeline import Pipeline
 
-    g.add_argument("--detect-width", type=Number(int, 0, 16384), default=_default(HaarDetector, "detect_width"),
+    g.add_argument("--detect-width", type=Number(int, 0, 16384), default=default_of(HaarDetector, "detect_width"),
                    help="width of the frame Haar sees (0: full size)")
-    g.add_argument("--scale-factor", type=Number(float, 1.01, 3.0), default=_default(HaarDetector, "scale_factor"),
+    g.add_argument("--scale-factor", type=Number(float, 1.01, 3.0), default=default_of(HaarDetector, "scale_factor"),
                    help="Haar image-pyramid step")
-    g.add_argument("--min-neighbors", type=Number(int, 0, 100), default=_default(HaarDetector, "min_neighbors"),
+    g.add_argument("--min-neighbors", type=Number(int, 0, 100), default=default_of(HaarDetector, "min_neighbors"),
                    help="Haar hits a face needs")
-    g.add_argument("--min-size", type=Number(int, 1, 16384), default=_default(HaarDetector, "min_size"),
+    g.add_argument("--min-size", type=Number(int, 1, 16384), default=default_of(HaarDetector, "min_size"),
                    help="smallest face side, in frame pixels")
-    g.add_argument("--detect-every", type=Number(int, 1, 10000), default=_default(Pipeline, "detect_every"),
+    g.add_argument("--detect-every", type=Number(int, 1, 10000), default=default_of(Pipeline, "detect_every"),
                    help="search the whole frame every Nth frame; between, re-find known faces near their boxes")
-    g.add_argument("--search-lag", type=Number(int, 0, 1000), default=_default(Pipeline, "search_lag"),
+    g.add_argument("--search-lag", type=Number(int, 0, 1000), default=default_of(Pipeline, "search_lag"),
                    help="frames a whole-frame search runs beside (on its own thread) before its new faces join; "
                         "0: search on the frame itself")
 
@@ -74,10 +77,10 @@ def _parser() -> ArgumentParser:
     p.add_argument("--model", type=path_arg, default=None,
                    help="ONNX model from export-onnx, or a shipped one: fp32 (the default), int8 (faster on a CPU), "
                    "vgg (the stronger model) or vgg-int8 (MODEL_CARD.md)")
-    p.add_argument("--provider", choices=PROVIDERS, default=_default(EmotionClassifier, "provider"),
+    p.add_argument("--provider", choices=PROVIDERS, default=default_of(EmotionClassifier, "provider"),
                    help="inference engine: auto (CUDA, else OpenVINO when installed, else CPU), cpu (onnxruntime), "
                         "cuda (onnxruntime-gpu: the [gpu] extra) or openvino (the [openvino] extra)")
-    p.add_argument("--threads", type=THREADS, default=_default(EmotionClassifier, "threads"),
+    p.add_argument("--threads", type=THREADS, default=default_of(EmotionClassifier, "threads"),
                    help="inference threads (0: one per core, but one fewer beside the background search)")
     p.add_argument("--no-window", action="store_true", help="headless: no window (servers, CI)")
     p.add_argument("--output", type=path_arg, default=None,
@@ -100,13 +103,13 @@ def _parser() -> ArgumentParser:
                    help="seconds a video, stream or pipe may take to open")
     add_detector_flags(p.add_argument_group("detector"))
     g = p.add_argument_group("classifier and display")
-    g.add_argument("--margin", type=Number(float, 0.0, 1.0), default=_default(EmotionClassifier, "margin"),
+    g.add_argument("--margin", type=Number(float, 0.0, 1.0), default=default_of(EmotionClassifier, "margin"),
                    help="crop margin around each face (fraction of its size); 0 matches FER2013's framing")
-    g.add_argument("--smoothing", type=Number(float, 0.0, 0.99), default=_default(FaceTracker, "smoothing"),
+    g.add_argument("--smoothing", type=Number(float, 0.0, 0.99), default=default_of(FaceTracker, "smoothing"),
                    help="weight of the past in per-face probability smoothing")
     g.add_argument("--emoji-dir", type=path_arg, default=None,
                    help="folder with one <label>.png per class (your own avatars)")
-    g.add_argument("--placement", choices=["over", "beside"], default=_default(EmojiAnnotator, "placement"),
+    g.add_argument("--placement", choices=["over", "beside"], default=default_of(EmojiAnnotator, "placement"),
                    help="emoji over the face or beside it")
     g.add_argument("--labels", action="store_true", help="also write label and confidence on each face")
     g.add_argument("--panel", action="store_true", help="side panel with the dominant emotion's emoji, large")
