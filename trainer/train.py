@@ -444,6 +444,7 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
         file=sys.stderr,
     )
 
+    targets = _targets(cfg, train)  # a teacher made for other faces is refused before the run folder exists
     files.state.parent.mkdir(parents=True, exist_ok=True)
     if resume:
         files.remove_stale_temporaries()
@@ -455,7 +456,7 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(KERAS_POLICY[cfg.precision])
     try:
-        return _train_and_report(cfg, resume, files, state, spec, train, val, test, t0, _targets(cfg, train))
+        return _train_and_report(cfg, resume, files, state, spec, train, val, test, t0, targets)
     finally:  # the policy is process-wide: leave it as it was for the caller's next model
         keras.mixed_precision.set_global_policy(previous)
 

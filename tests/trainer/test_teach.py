@@ -119,7 +119,7 @@ def test_bad_teacher_is_one_line_exit_2(fer_dir: Path, tmp_path: Path, make: str
     proc = run_cli("trainer", "--data", str(fer_dir), "--out", str(tmp_path / "run"), "--epochs", "1",
                    "--limit-per-class", "12", "--seed", "5", *args)
     assert_user_error(proc, 2, needle)
-    assert not (tmp_path / "run" / "best.keras").exists()
+    assert not (tmp_path / "run").exists()  # refused before the run folder is made: the same --out works next time
 
 
 def test_teach_refuses_an_existing_or_non_npz_out(tiny_run: Path, fer_dir: Path, tmp_path: Path) -> None:
