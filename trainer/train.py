@@ -426,7 +426,10 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
             raise RunError(f"{files.out} already holds a run: resume it, or choose another run folder")
         state = new_state()
     init_spec = read_spec(Path(cfg.init_from)) if cfg.init_from and not resume else None
-    state.setdefault("planned_epochs", cfg.epochs)  # fewer with a time budget, once two epochs are timed
+    if cfg.time_budget_min:  # fewer than --epochs once two epochs are timed; a resume keeps the plan
+        state.setdefault("planned_epochs", cfg.epochs)
+    else:  # the plan is --epochs (which a resume may raise by hand in config.json)
+        state["planned_epochs"] = cfg.epochs
 
     data = Path(cfg.data)
     t0 = time.perf_counter()  # also the time budget's clock
