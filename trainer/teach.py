@@ -25,12 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
+from export.config import TTA_VIEWS
 from runtime.cli_support import SEED, ArgumentParser, UserError, atomic_path, path_arg, run_main
 from trainer.cli_common import VAL_FRACTION, check_new_output, load_models_of_one_contract, write_errors
 from trainer.config import BOUNDS, FitConfig
 
 FIT_DEFAULTS = FitConfig()  # trainer-fit's defaults: the split is rebuilt from the same settings
-TEACHER_VIEWS = ("none", "flip", "flip-zoom")  # export.config.TTA_VIEWS: the views each teacher averages
+TEACHER_VIEWS = tuple(TTA_VIEWS)  # the views each teacher averages: the exported models' choices
 
 
 class TeacherError(ValueError):
@@ -63,7 +64,8 @@ def read_teacher(path: Path, x: np.ndarray, labels: Sequence[str]) -> np.ndarray
     """The teacher's probabilities for the faces ``x`` (one row per face, in order).
 
     Raises:
-        TeacherError: The file is not a trainer-teach file, or it was made for other faces or labels.
+        TeacherError: The file is not a trainer-teach file, was made for other faces or labels, or
+            holds rows that are not probabilities.
     """
     try:
         with np.load(path, allow_pickle=False) as saved:
@@ -77,8 +79,9 @@ def read_teacher(path: Path, x: np.ndarray, labels: Sequence[str]) -> np.ndarray
         raise TeacherError(f"teacher {path} was made for other faces than this run's {len(x)} training faces: "
                            "make it with trainer-teach and the run's --data, split seed, --val-fraction and "
                            "--limit-per-class")
-    if not np.all(np.isfinite(probs)) or np.any(probs < 0):
-        raise TeacherError(f"teacher {path} holds probabilities that are negative or not finite: make it again")
+    if not np.all(np.isfinite(probs)) or np.any(probs < 0) or not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3):
+        raise TeacherError(f"teacher {path} holds rows that are not probabilities (negative, not finite or not "
+                           "summing to 1): make it again with trainer-teach")
     return probs
 
 

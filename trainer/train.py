@@ -477,7 +477,6 @@ def _targets(cfg: FitConfig, train: Split) -> np.ndarray | None:
         probs = read_teacher(Path(cfg.teacher), train.x, train.labels)
     except TeacherError as exc:
         raise ConfigError(str(exc)) from None
-    probs = probs / probs.sum(axis=1, keepdims=True)
     onehot = np.eye(len(train.labels), dtype=np.float32)[train.y]
     agree = float(np.mean(probs.argmax(1) == train.y))
     print(f"teacher: {cfg.teacher}, {cfg.teacher_share:g} of each target (its top class is the label for "

@@ -100,9 +100,10 @@ def test_targets_mix_the_teacher_share_with_the_label(fer_dir: Path, tmp_path: P
         (None, ["--teacher", "/nonexistent/teacher.npz"], "is not a file"),
         ("garbage", ["--teacher", "{file}"], "not a trainer-teach file"),
         ("other-faces", ["--teacher", "{file}"], "made for other faces"),
+        ("not-probabilities", ["--teacher", "{file}"], "not probabilities"),
         (None, ["--teacher-share", "1.5"], "--teacher-share"),
     ],
-    ids=["missing", "not-npz", "other-faces", "share-above-1"],
+    ids=["missing", "not-npz", "other-faces", "not-probabilities", "share-above-1"],
 )
 def test_bad_teacher_is_one_line_exit_2(fer_dir: Path, tmp_path: Path, make: str | None, args: list[str],
                                         needle: str) -> None:
@@ -111,6 +112,10 @@ def test_bad_teacher_is_one_line_exit_2(fer_dir: Path, tmp_path: Path, make: str
     file = tmp_path / "teacher.npz"
     if make == "garbage":
         file.write_bytes(b"not an npz")
+    elif make == "not-probabilities":  # the run's own faces, but rows of 2 (a sum, not a mean, of two models)
+        own = _split(fer_dir, 5, 12)
+        np.savez(file, probabilities=np.full((len(own), 7), 2 / 7, np.float32),
+                 faces_sha256=np.array(faces_sha256(own.x)), labels=np.array(own.labels))
     elif make == "other-faces":
         other = _split(fer_dir, 9, 12)
         np.savez(file, probabilities=np.full((len(other), 7), 1 / 7, np.float32),
