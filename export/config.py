@@ -33,8 +33,9 @@ ZOOM_PX = 2  # zoom views crop or pad this many pixels per side of the 48-pixel 
 class ExportConfig:
     """Everything one export needs; the defaults are export-onnx's.
 
-    Example:
-        >>> export(ExportConfig(model=Path("runs/fer2013/best.keras"), output=Path("m.onnx"), int8=True))
+    Example (``export`` is :func:`export.onnx_export.export`)::
+
+        export(ExportConfig(model=Path("runs/fer2013/best.keras"), output=Path("m.onnx"), int8=True))
     """
 
     model: Path  # the .keras model from trainer-fit (required)

@@ -92,8 +92,11 @@ class Number:
     ``nan``, ``inf``, ``1e20`` for an int, or any value out of range is refused by argparse with
     one line that gives the range. ``lo_open`` makes the low end exclusive (``(0, 1]``).
 
-    Example:
-        >>> p.add_argument("--threads", type=Number(int, 0, 256), default=0)
+    Example (as ``parser.add_argument("--threads", type=Number(int, 0, 256))``):
+        >>> Number(int, 0, 256)("8")
+        8
+        >>> Number(float, 0, 1, lo_open=True).bounds_text
+        '(0, 1]'
     """
 
     def __init__(self, kind: type, lo: float, hi: float, lo_open: bool = False) -> None:

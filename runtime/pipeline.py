@@ -50,9 +50,15 @@ class Pipeline:
     """Frame in, emoji-annotated frame and :class:`Faces` out.
 
     Example:
-        >>> pipe = Pipeline()                           # shipped model, Haar, tracker, emoji
+        >>> import cv2
+        >>> from runtime.sources import demo_image_path
+        >>> frame = cv2.imread(str(demo_image_path()))  # a BGR frame (the shipped demo photo)
+        >>> pipe = Pipeline(stills=True)                # shipped model, Haar, tracker, emoji
         >>> faces = pipe.process(frame)                 # boxes, probabilities, labels, track ids
         >>> out = pipe.annotate(frame.copy(), faces)    # emoji composited on every face
+        >>> pipe.close()
+        >>> len(faces) > 0 and out.shape == frame.shape
+        True
 
     Args:
         model: ONNX model path, or a shipped model by name (``fp32``, ``int8``); default: ``fp32``.

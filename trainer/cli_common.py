@@ -28,8 +28,9 @@ WRITE_FIX = "free some space or choose a writable folder, then run again"  # the
 def shared_path(*parts: str) -> Path:
     """``../shared/<parts>`` from the working directory if it exists there, else beside the project root.
 
-    Example:
-        >>> shared_path("fer2013", "test")  # ../shared/fer2013/test, run from the project root
+    Example (run from the project root, it is ``../shared/fer2013/test``)::
+
+        shared_path("fer2013", "test")
     """
     rel = SHARED.joinpath(*parts)
     return rel if rel.exists() else PROJECT_ROOT / rel
