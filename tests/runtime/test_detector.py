@@ -258,6 +258,46 @@ def test_still_profile_path_confirms_nothing_in_face_free_frames(media_dir: Path
         assert len(_profile_faces(still, gray)) == 0, f"a false profile face in frame {i * 6}"
 
 
+@pytest.mark.parametrize("frame", sorted(TURNED))
+def test_still_profile_eye_check_confirms_a_turned_face_that_shows_an_eye(video_frames: tuple, frame: int):
+    """With the profile cascade's own bar out of reach, only the eye check can confirm a profile
+    proposal: her turned face (either way round) is confirmed by it, and not without it."""
+    from runtime.tracker import iou_matrix
+
+    eye_only = StillDetector(profile_confirm_neighbors=10_000)
+    no_eye = StillDetector(profile_confirm_neighbors=10_000, profile_eye_neighbors=0)
+    gray = cv2.cvtColor(video_frames[frame], cv2.COLOR_BGR2GRAY)
+    x1, y1, x2, y2 = TURNED[frame]
+    w = gray.shape[1]
+    for img, truth in ((gray, [x1, y1, x2, y2]), (np.ascontiguousarray(gray[:, ::-1]), [w - x2, y1, w - x1, y2])):
+        found = _profile_faces(eye_only, img)
+        assert len(found) == 1, f"the eye check confirmed {len(found)} profile faces"
+        assert iou_matrix(np.array([truth], float), found)[0, 0] >= 0.4, f"off her face: {found} vs {truth}"
+        assert len(_profile_faces(no_eye, img)) == 0
+
+
+def test_still_profile_eye_check_confirms_nothing_off_the_faces(media_dir: Path, multi_face: np.ndarray):
+    """Weak profile proposals (1-3 hits, not 8), judged by the eye check alone: none on face-free
+    frames is a face, and in the group photo those confirmed all lie on its faces."""
+    from runtime.tracker import iou_matrix
+
+    proposals = 0
+    eye_only = StillDetector(profile_neighbors=1, profile_confirm_neighbors=10_000)
+    for i, frame in enumerate(_face_free_frames(media_dir, 4)):
+        gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        proposals += sum(c.profile for c in eye_only.propose(gray))
+        assert len(_profile_faces(eye_only, gray)) == 0, f"a false profile face in frame {i * 4}"
+    assert proposals > 0, "no weak profile proposal on the face-free frames: the check judged nothing"
+
+    eye_only = StillDetector(profile_neighbors=3, profile_confirm_neighbors=10_000)
+    gray = cv2.cvtColor(multi_face, cv2.COLOR_BGR2GRAY)
+    boxes = np.array([c.xyxy for c in eye_only.propose(gray) if c.profile])
+    on_a_face = iou_matrix(boxes, MULTI_FACES.astype(float)).max(axis=1) >= 0.4
+    assert (~on_a_face).any(), "no weak profile proposal off the faces: the check judged nothing"
+    found = _profile_faces(eye_only, gray)
+    assert len(found) >= 1 and (iou_matrix(found, MULTI_FACES.astype(float)).max(axis=1) >= 0.4).all(), found
+
+
 def test_still_detector_without_the_profile_path_proposes_no_profile(multi_face: np.ndarray):
     gray = cv2.cvtColor(multi_face, cv2.COLOR_BGR2GRAY)
     assert any(c.profile for c in StillDetector().propose(gray))  # the shirts and faces give profile proposals
@@ -316,9 +356,10 @@ def test_still_edge_search_proposes_only_faces_over_the_edge(multi_face: np.ndar
 def test_still_second_look_confirms_real_faces_and_no_face_free_frame(multi_face: np.ndarray, media_dir: Path):
     """The second look at 48 pixels alone (a first look no cascade can pass): it confirms the clear
     faces of the group photo, where every cascade finds them with 8 hits, and nothing in the
-    face-free video; without it nothing is confirmed."""
-    second_only = StillDetector(confirm_neighbors=10_000)
-    assert len(StillDetector(confirm_neighbors=10_000, second_neighbors=0).detect(multi_face)) == 0
+    face-free video; without it nothing is confirmed. (The profile path is off: where no frontal
+    face is confirmed, it confirms two of these faces that show an eye.)"""
+    second_only = StillDetector(confirm_neighbors=10_000, profile_neighbors=0)
+    assert len(StillDetector(confirm_neighbors=10_000, second_neighbors=0, profile_neighbors=0).detect(multi_face)) == 0
     assert _matched(second_only.detect(multi_face), MULTI_FACES) >= {1, 2, 3, 4}
     for i, frame in enumerate(_face_free_frames(media_dir, 12)):
         assert len(second_only.detect(frame)) == 0, f"a false face in frame {i * 12}"
@@ -335,6 +376,10 @@ def test_still_detector_settings_are_checked():
         StillDetector(profile_scale_factor=0.9)
     with pytest.raises(ValueError, match="profile_neighbors"):
         StillDetector(profile_neighbors=-1)
+    with pytest.raises(ValueError, match="profile_eye_neighbors"):
+        StillDetector(profile_eye_neighbors=-1)
+    with pytest.raises(ValueError, match="profile_eye_floor"):
+        StillDetector(profile_eye_floor=0)
     with pytest.raises(ValueError, match="profile_confirm_px"):
         StillDetector(profile_confirm_px=20)
     with pytest.raises(ValueError, match="edge_pad"):
