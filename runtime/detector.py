@@ -619,12 +619,15 @@ class StillDetector:
         """Whether the profile cascade finds a profile proposal again, around ``profile_confirm_px``,
         with at least ``profile_confirm_neighbors`` overlapping hits at its centre at each size; or
         with ``profile_eye_floor`` at each size and an eye where a turned face shows one."""
-        least = min(_centre_hits(self._profile, self._upright(gray, cand, px), px, self.confirm_scale_factor, 1)
-                    for px in (round(self.profile_confirm_px * k) for k in PROFILE_CONFIRM_ZOOMS))
-        if least >= self.profile_confirm_neighbors:
+        floor = min(self.profile_confirm_neighbors, self.profile_eye_floor if self._eye is not None else 10**9)
+        hits = []
+        for px in (round(self.profile_confirm_px * k) for k in PROFILE_CONFIRM_ZOOMS):
+            hits.append(_centre_hits(self._profile, self._upright(gray, cand, px), px, self.confirm_scale_factor, 1))
+            if hits[-1] < floor:
+                return False  # decided: neither the bar nor the eye check can confirm it
+        if min(hits) >= self.profile_confirm_neighbors:
             return True
-        return self._eye is not None and least >= self.profile_eye_floor and self._eye_hits(gray, cand) >= \
-            self.profile_eye_neighbors
+        return self._eye is not None and self._eye_hits(gray, cand) >= self.profile_eye_neighbors
 
     def _eye_hits(self, gray: np.ndarray, cand: _Candidate) -> int:
         """The most hits of the eye cascade on one eye in the upper half of the proposal's face
