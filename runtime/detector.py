@@ -619,15 +619,15 @@ class StillDetector:
         """Whether the profile cascade finds a profile proposal again, around ``profile_confirm_px``,
         with at least ``profile_confirm_neighbors`` overlapping hits at its centre at each size; or
         with ``profile_eye_floor`` at each size and an eye where a turned face shows one."""
-        floor = min(self.profile_confirm_neighbors, self.profile_eye_floor if self._eye is not None else 10**9)
-        hits = []
+        bar = self.profile_confirm_neighbors
+        floor = bar if self._eye is None else min(bar, self.profile_eye_floor)
+        least = bar
         for px in (round(self.profile_confirm_px * k) for k in PROFILE_CONFIRM_ZOOMS):
-            hits.append(_centre_hits(self._profile, self._upright(gray, cand, px), px, self.confirm_scale_factor, 1))
-            if hits[-1] < floor:
+            least = min(least, _centre_hits(self._profile, self._upright(gray, cand, px), px,
+                                             self.confirm_scale_factor, 1))
+            if least < floor:
                 return False  # decided: neither the bar nor the eye check can confirm it
-        if min(hits) >= self.profile_confirm_neighbors:
-            return True
-        return self._eye is not None and self._eye_hits(gray, cand) >= self.profile_eye_neighbors
+        return least >= bar or self._eye_hits(gray, cand) >= self.profile_eye_neighbors  # no eye check: floor = bar
 
     def _eye_hits(self, gray: np.ndarray, cand: _Candidate) -> int:
         """The most hits of the eye cascade on one eye in the upper half of the proposal's face
