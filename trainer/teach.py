@@ -1,9 +1,13 @@
-"""``trainer-teach TEACHER.keras ... --data FER --out teacher.npz``: a teacher's probabilities for distillation.
+"""``trainer-teach TEACHER.keras|.onnx ... --data FER --out teacher.npz``: a teacher's probabilities for distillation.
 
 Knowledge distillation (Hinton et al. 2015) trains a network on a stronger teacher's class
 probabilities as well as on the true labels. Here the teacher is the mean of one or more trained
 models (an ensemble), each averaging its test-time views, and the student trains with
 ``trainer-fit --teacher teacher.npz``: it keeps one network's size and speed.
+
+A teacher is a ``.keras`` model from trainer-fit (averaging ``--views``) or an ``.onnx`` file from
+export-onnx, the shipped ones included (averaging the views in its graph; ``--views`` does not
+apply to it). So the shipped models can teach when their Keras weights are gone.
 
 The file holds the teacher's probabilities for the faces of one training split, the one
 ``trainer-fit`` carves with the same ``--data``, split seed (``--split-seed``, else ``--seed``),
@@ -14,6 +18,7 @@ student's validation score optimistic: choose on validation only with teachers o
 Example:
     trainer-teach runs/a/final.keras runs/b/final.keras --data ../shared/fer2013 --out runs/teacher.npz
     trainer-fit --arch vgg --data ../shared/fer2013 --teacher runs/teacher.npz --init-from runs/a/final.keras ...
+    trainer-teach models/emotion_vgg.onnx --data ../shared/fer2013 --out runs/vgg_teacher.npz
 """
 
 from __future__ import annotations
@@ -34,6 +39,9 @@ FIT_DEFAULTS = FitConfig()  # trainer-fit's defaults: the split is rebuilt from 
 TEACHER_VIEWS = tuple(TTA_VIEWS)  # the views each teacher averages: the exported models' choices
 
 
+_SAME = "give models of one contract"
+
+
 class TeacherError(ValueError):
     """A teacher file that cannot be used for this run's faces."""
 
@@ -47,17 +55,60 @@ def teacher_probabilities(models: Sequence, x: np.ndarray, views: str, batch_siz
     """The mean over ``models`` of each one's probabilities, itself averaged over ``views``.
 
     Args:
-        models: Keras models of one contract (raw 0-255 pixels in, class probabilities out).
+        models: Models of one contract (raw 0-255 pixels in, class probabilities out): Keras
+            models, or :class:`trainer.evaluate.OnnxModel` (exported files, which average the
+            views in their graph instead of ``views``).
         x: Faces, ``uint8`` ``(N, 48, 48, 1)``.
-        views: One of :data:`TEACHER_VIEWS` (the exported models' views, :func:`export.convert.forward`).
+        views: One of :data:`TEACHER_VIEWS` (the exported models' views, :func:`export.convert.forward`),
+            for the Keras models.
     """
     from export.convert import forward
+    from trainer.evaluate import OnnxModel
 
-    total = np.zeros((len(x), int(models[0].output_shape[-1])), np.float64)
+    total: np.ndarray | None = None
     for model in models:
         for i in range(0, len(x), batch_size):
-            total[i : i + batch_size] += np.asarray(forward(model, x[i : i + batch_size].astype(np.float32), views))
+            faces = x[i : i + batch_size].astype(np.float32)
+            probs = model.predict(faces) if isinstance(model, OnnxModel) else forward(model, faces, views)
+            probs = np.asarray(probs, np.float64)
+            if total is None:
+                total = np.zeros((len(x), probs.shape[1]), np.float64)
+            total[i : i + batch_size] += probs
+    assert total is not None, "no models or no faces"
     return (total / len(models)).astype(np.float32)
+
+
+def load_teachers(paths: Sequence[Path], views: str) -> tuple[list, object, list[str]]:
+    """Open teacher models (``.keras`` or ``.onnx``) that share one contract.
+
+    Returns:
+        The models, their :class:`runtime.contract.ModelSpec`, and for each model the views it
+        averages (``views`` for a Keras model, its graph's own for an ONNX file).
+
+    Raises:
+        UserError: A model's contract (labels or input) differs from the first's.
+        ModelError: A file is not a trainer-fit or export-onnx model.
+    """
+    from trainer.evaluate import OnnxModel
+
+    keras_paths = [p for p in paths if p.suffix.lower() != ".onnx"]
+    keras_models, keras_spec = load_models_of_one_contract(keras_paths, _SAME) if keras_paths else ([], None)
+    loaded = iter(keras_models)
+    models, specs, model_views = [], [], []
+    for path in paths:
+        if path.suffix.lower() == ".onnx":
+            model = OnnxModel(path, "cpu")
+            models.append(model)
+            specs.append(model.spec)
+            model_views.append("its graph's " + model.classifier.metadata.get("test_time_augmentation", "none"))
+        else:
+            models.append(next(loaded))
+            specs.append(keras_spec)
+            model_views.append(views)
+    for path, spec in zip(paths[1:], specs[1:], strict=True):
+        if spec != specs[0]:
+            raise UserError(f"{path} has another contract (labels or input) than {paths[0]}: {_SAME}")
+    return models, specs[0], model_views
 
 
 def read_teacher(path: Path, x: np.ndarray, labels: Sequence[str]) -> np.ndarray:
@@ -88,10 +139,12 @@ def read_teacher(path: Path, x: np.ndarray, labels: Sequence[str]) -> np.ndarray
 def _parser() -> ArgumentParser:
     d = FIT_DEFAULTS
     p = ArgumentParser(prog="trainer-teach", description="Write a teacher's probabilities for trainer-fit --teacher.")
-    p.add_argument("models", nargs="+", type=path_arg, help=".keras models from trainer-fit (their mean teaches)")
+    p.add_argument("models", nargs="+", type=path_arg,
+                   help=".keras models from trainer-fit or .onnx files from export-onnx (their mean teaches)")
     p.add_argument("--data", type=path_arg, required=True, help="FER2013 folder (with train/) or fer2013.csv")
     p.add_argument("--out", type=path_arg, required=True, help=".npz file to write (a new file)")
-    p.add_argument("--views", choices=TEACHER_VIEWS, default="flip", help="test-time views each model averages")
+    p.add_argument("--views", choices=TEACHER_VIEWS, default="flip",
+                   help="test-time views each .keras model averages (an .onnx file averages its graph's own)")
     p.add_argument("--seed", type=SEED, default=d.seed,
                    help="the run's split seed (trainer-fit's --split-seed, else its --seed)")
     p.add_argument("--val-fraction", type=VAL_FRACTION, default=d.val_fraction, help="trainer-fit's --val-fraction")
@@ -104,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """trainer-teach: the teacher's probabilities for a run's training faces."""
     args = _parser().parse_args(argv)
     check_new_output(args.out, ".npz")
-    models, spec = load_models_of_one_contract(args.models, "give models of one contract")
+    models, spec, model_views = load_teachers(args.models, args.views)
 
     from trainer.data import train_val_split
 
@@ -116,8 +169,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     with write_errors(args.out), atomic_path(args.out, suffix=".npz") as tmp, open(tmp, "wb") as fh:
         np.savez(fh, probabilities=probs, faces_sha256=np.array(faces_sha256(train.x)),
                  labels=np.array(train.labels), models=np.array([str(m) for m in args.models]),
-                 views=np.array(args.views))
-    print(f"wrote {args.out}: the mean of {len(models)} models ({args.views} views) on {len(train)} training faces; "
+                 views=np.array(model_views))
+    views = ", ".join(dict.fromkeys(model_views))
+    print(f"wrote {args.out}: the mean of {len(models)} models ({views} views) on {len(train)} training faces; "
           f"its top class is the label for {agree:.1%}", file=sys.stderr)
     return 0
 

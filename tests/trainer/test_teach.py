@@ -56,6 +56,42 @@ def test_teacher_file_holds_the_models_mean_for_the_run_faces_and_only_those(
         read_teacher(out, train.x, tuple(reversed(train.labels)))
 
 
+def test_shipped_onnx_files_teach_with_their_own_views_beside_keras_models(
+    tiny_run: Path, fer_dir: Path, tmp_path: Path
+) -> None:
+    """An exported file teaches as it classifies (its six in-graph views), and mixes with a Keras
+    model of the same contract: the rows are the mean of the file's answers and the model's
+    mirrored-view answers. The shipped default is far better than a 2-epoch run, so its rows name
+    the label far more often."""
+    from export.convert import forward
+    from runtime.classifier import EmotionClassifier
+    from trainer.model import load_model
+    from trainer.teach import read_teacher
+
+    shipped = ROOT / "models" / "emotion_cnn.onnx"
+    keras = tiny_run / "final.keras"
+    train = _split(fer_dir, 7, 25)
+    x = train.x.astype(np.float32)
+    from_file = EmotionClassifier(shipped, provider="cpu").predict(x)
+
+    alone, mixed = tmp_path / "alone.npz", tmp_path / "mixed.npz"
+    proc = _teach(str(shipped), "--data", str(fer_dir), "--out", str(alone), "--seed", "7", "--limit-per-class", "25")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "the mean of 1 models (its graph's flip-zoom views) on 161 training faces" in proc.stderr
+    np.testing.assert_allclose(read_teacher(alone, train.x, train.labels), from_file, atol=1e-5)
+    with np.load(alone) as saved:
+        assert list(saved["views"]) == ["its graph's flip-zoom"]
+
+    proc = _teach(str(keras), str(shipped), "--data", str(fer_dir), "--out", str(mixed), "--seed", "7",
+                  "--limit-per-class", "25")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "(flip, its graph's flip-zoom views)" in proc.stderr
+    want = (np.asarray(forward(load_model(keras), x, "flip")) + from_file) / 2
+    np.testing.assert_allclose(read_teacher(mixed, train.x, train.labels), want, atol=1e-5)
+    keras_only = np.asarray(forward(load_model(keras), x, "flip"))
+    assert np.mean(from_file.argmax(1) == train.y) > np.mean(keras_only.argmax(1) == train.y) + 0.2
+
+
 def test_fit_trains_on_the_teacher_targets(fer_dir: Path, tmp_path: Path) -> None:
     """A teacher that names the next class for every face, at share 1: the model learns the
     teacher's classes, not the labels (with the labels alone it would learn the labels)."""
