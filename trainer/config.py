@@ -54,7 +54,7 @@ class FitConfig:
     precision: str = "fp32"  # compute precision: fp32, bf16 (CPU bf16 units or GPU >= 8.0) or fp16 (GPU)
     mixed_precision: bool = False  # old name of precision fp16 (older config.json files); follows precision
     limit_per_class: int | None = None  # read at most this many faces per class (quick runs)
-    init_from: str | None = None  # start from this .keras model's weights (fine-tuning), else random
+    init_from: str | None = None  # start from this .keras (or export-onnx .onnx) model's weights, else random
     teacher: str | None = None  # .npz from trainer-teach: distil its probabilities into the model, else labels only
     teacher_share: float = 0.7  # with teacher: each target is this share of the teacher's probabilities + the label
     tensorboard: bool = False  # write TensorBoard logs to <out>/tensorboard

@@ -110,7 +110,8 @@ def _parser() -> ArgumentParser:
         help="read at most N faces per class (quick runs)",
     )
     p.add_argument(
-        "--init-from", default=d.init_from, help="start from the weights of this .keras model (fine-tuning)"
+        "--init-from", default=d.init_from,
+        help="start from the weights of this .keras model, or of an fp32 .onnx file from export-onnx (fine-tuning)"
     )
     p.add_argument(
         "--teacher",
@@ -170,7 +171,8 @@ def _config_from_args(args: argparse.Namespace) -> FitConfig:
     if args.teacher is not None and not Path(args.teacher).is_file():
         raise UserError(f"--teacher {args.teacher} is not a file: make it with trainer-teach")
     if args.init_from is not None and not args.init_from.strip():
-        raise UserError("--init-from is empty: give a .keras model from trainer-fit, or leave the flag out")
+        raise UserError("--init-from is empty: give a .keras model from trainer-fit or an .onnx file from export-onnx, "
+                        "or leave the flag out")
     if args.swa_epochs > args.epochs:
         raise UserError(f"--swa-epochs {args.swa_epochs} must be between 0 (off) and --epochs {args.epochs}")
     if args.swa_epochs and args.time_budget_min:

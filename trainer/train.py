@@ -380,14 +380,40 @@ def _make_checkpoint_callback(files: RunFiles, spec: ModelSpec, state: dict, cfg
     return AtomicCheckpoint()
 
 
-def _copy_weights(model, path: Path) -> None:
-    """Start ``model`` (a Keras model) from the weights of the ``.keras`` model in ``path``.
+def _init_spec(cfg: FitConfig) -> ModelSpec:
+    """The contract of ``cfg.init_from`` (a ``.keras`` model, or an ``.onnx`` file of ``cfg.arch``).
+
+    Raises:
+        ModelError: The file is not a trainer-fit or export-onnx model, or exports another architecture.
+    """
+    path = Path(cfg.init_from)
+    if path.suffix.lower() != ".onnx":
+        return read_spec(path)
+    from trainer.from_onnx import read_onnx
+
+    spec, meta, _ = read_onnx(path)
+    arch = meta.get("architecture", "documented")
+    if arch != cfg.arch:
+        raise ModelError(f"model {path} to start from is a {arch} network, not {cfg.arch}: pass --arch {arch}, or "
+                         f"start from a {cfg.arch} model")
+    return spec
+
+
+def _copy_weights(model, path: Path, faces: np.ndarray) -> None:
+    """Start ``model`` (a Keras model) from the weights of the ``.keras`` model in ``path``, or of the
+    export-onnx file there (:mod:`trainer.from_onnx`, which measures batch norms on ``faces``).
 
     Raises:
         ModelError: The model does not load, or its layers differ from ``model``'s.
     """
     try:
-        model.set_weights(load_model(path).get_weights())
+        if path.suffix.lower() == ".onnx":
+            from trainer.from_onnx import keras_from_onnx
+
+            source = keras_from_onnx(path, faces)[0]
+        else:
+            source = load_model(path)
+        model.set_weights(source.get_weights())
     except ValueError as exc:
         raise ModelError(
             f"model {path} to start from has other layers than {model.name} ({first_line(exc, 120)}): "
@@ -425,7 +451,7 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
         if files.state.is_file():
             raise RunError(f"{files.out} already holds a run: resume it, or choose another run folder")
         state = new_state()
-    init_spec = read_spec(Path(cfg.init_from)) if cfg.init_from and not resume else None
+    init_spec = _init_spec(cfg) if cfg.init_from and not resume else None
     if cfg.time_budget_min:  # fewer than --epochs once two epochs are timed; a resume keeps the plan
         state.setdefault("planned_epochs", cfg.epochs)
     else:  # the plan is --epochs (which a resume may raise by hand in config.json)
@@ -518,7 +544,7 @@ def _train_and_report(
         else:
             model = build_model(spec, arch=cfg.arch)
             if cfg.init_from:
-                _copy_weights(model, Path(cfg.init_from))
+                _copy_weights(model, Path(cfg.init_from), train.x)
                 print(f"starting from the weights of {cfg.init_from}", file=sys.stderr)
             model.compile(
                 optimizer=make_optimizer(cfg, steps),
