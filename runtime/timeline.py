@@ -4,7 +4,8 @@ One band per track (the longest first, up to :data:`MAX_TRACKS`; a track seen in
 the frames, a passing false detection, is counted in the "all faces" bar only): the seven
 probabilities stacked, so the dominant emotion is the widest colour at every moment; gaps where
 the face was not seen. Below, one bar per track (and one for all faces): the share of its frames
-whose most probable emotion was each one. Needs matplotlib, the ``[plot]`` extra.
+whose label (the most probable emotion, as the run's other outputs name it) was each one. Needs
+matplotlib, the ``[plot]`` extra.
 
 The chart is drawn when the run ends and written like every output: a temporary file renamed
 onto the destination, or straight into a stream.
@@ -56,7 +57,8 @@ class Timeline:
         self.frames = 0
         self._times: list[float] = []  # one entry per face seen: the frame's time stamp,
         self._tracks: list[int] = []  # its track (-1 without a tracker),
-        self._probs: list[np.ndarray] = []  # and its probabilities (float32, NaN where unknown)
+        self._probs: list[np.ndarray] = []  # its probabilities (float32, NaN where unknown),
+        self._labels: list[int] = []  # and its label's index (-1 where unknown)
         self._frame_times: list[float] = []
 
     def write(self, record: dict) -> None:
@@ -71,15 +73,27 @@ class Timeline:
             track = face.get("track_id")
             self._tracks.append(-1 if track is None else int(track))
             self._probs.append(np.array([math.nan if v is None else v for v in row], np.float32))
+            self._labels.append(self._label_index(face.get("label"), self._probs[-1]))
+
+    def _label_index(self, label: str | None, probs: np.ndarray) -> int:
+        """The face's label as an index: the record's own label (decided on the unrounded
+        probabilities, so it stands where two classes tie once rounded), else the most probable
+        class, else -1."""
+        if label in self.labels:
+            return self.labels.index(label)
+        return int(probs.argmax()) if np.isfinite(probs).all() else -1
 
     def shares(self) -> dict[str, float]:
-        """The share of all face-frames whose most probable emotion is each label (sums to 1 with faces)."""
-        probs = np.array(self._probs).reshape(-1, len(self.labels))
-        known = probs[np.isfinite(probs).all(axis=1)]
+        """The share of all face-frames with each label (sums to 1 with faces)."""
+        share = self._share(np.array(self._labels, np.int64))
+        return {n: float(v) for n, v in zip(self.labels, share, strict=True)}
+
+    def _share(self, labels: np.ndarray) -> np.ndarray:
+        """Each class's share of the known ``labels`` (indices; -1 is unknown); zeros without any."""
+        known = labels[labels >= 0]
         if not len(known):
-            return {n: 0.0 for n in self.labels}
-        counts = np.bincount(known.argmax(axis=1), minlength=len(self.labels))
-        return {n: float(c / len(known)) for n, c in zip(self.labels, counts, strict=True)}
+            return np.zeros(len(self.labels))
+        return np.bincount(known, minlength=len(self.labels)) / len(known)
 
     def render(self) -> bytes:
         """The chart, encoded in the format of the path's suffix."""
@@ -119,7 +133,7 @@ class Timeline:
             ax.set_axis_off()
         else:
             ax.set_xlabel(self.x_label)
-        self._shares_panel(fig.add_subplot(grid[bands]), tracks, probs, shown, colours)
+        self._shares_panel(fig.add_subplot(grid[bands]), tracks, shown, colours)
         more = len(order) - len(shown)
         title = f"emotions over time: {self.frames} frames, {len(times)} face detections"
         note = f" ({more} short track{'s' if more > 1 else ''} counted in all faces only)" if more > 0 else ""
@@ -141,15 +155,15 @@ class Timeline:
             ax.stackplot(t, p.T, colors=colours, linewidth=0)
         ax.set_ylim(0, 1)
 
-    def _shares_panel(self, ax, tracks: np.ndarray, probs: np.ndarray, shown: list[int], colours: list[str]) -> None:
-        """One bar per drawn track and one for all faces: the share of frames per dominant emotion."""
+    def _shares_panel(self, ax, tracks: np.ndarray, shown: list[int], colours: list[str]) -> None:
+        """One bar per drawn track and one for all faces: the share of frames with each label."""
         rows = [("all faces", np.ones(len(tracks), bool))] + [
             ("faces" if t < 0 else f"track {t}", tracks == t) for t in shown]
+        labels = np.array(self._labels, np.int64)
         for y, (_, sel) in enumerate(rows):
-            known = probs[sel][np.isfinite(probs[sel]).all(axis=1)]
-            if not len(known):
+            share = self._share(labels[sel])
+            if not share.any():
                 continue
-            share = np.bincount(known.argmax(axis=1), minlength=len(self.labels)) / len(known)
             left = 0.0
             for value, colour, label in zip(share, colours, self.labels, strict=True):
                 if value > 0:
@@ -180,5 +194,5 @@ class Timeline:
 
     def discard(self) -> None:
         """Forget what was collected (nothing is on disk before :meth:`close`)."""
-        self._times, self._tracks, self._probs, self._frame_times = [], [], [], []
+        self._times, self._tracks, self._probs, self._labels, self._frame_times = [], [], [], [], []
         self.frames = 0

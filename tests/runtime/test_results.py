@@ -73,7 +73,10 @@ def test_csv_loads_in_pandas_with_no_options_and_matches_the_json_lines(clip_run
         assert row[PROBS].to_numpy(float) == pytest.approx([face["probs"][n] for n in FER2013_LABELS], abs=1e-4)
     probs = table[PROBS].to_numpy()
     assert np.allclose(probs.sum(axis=1), 1.0, atol=0.01)
-    assert (np.array(FER2013_LABELS)[probs.argmax(axis=1)] == table["label"]).all()
+    # the label is the most probable class; written to 4 decimals, a near tie can round to a tie
+    # (frame 247 of the clip: happy and neutral both 0.4145), so the label's value is the row's top value
+    label_prob = probs[np.arange(len(table)), [FER2013_LABELS.index(x) for x in table["label"]]]
+    assert (label_prob == probs.max(axis=1)).all()
     # the clip: neutral, then worried, then happy; the woman's track (the longest) ends happy
     woman = table[table["track_id"] == table["track_id"].mode()[0]]
     assert len(woman) >= 0.9 * 472 and set(woman[woman["timestamp_s"] > 17]["label"]) == {"happy"}
@@ -242,3 +245,19 @@ def test_no_progress_bar_when_piped(video_path: Path):
     proc = run_cli("runtime", "--source", str(video_path), "--no-window", "--max-frames", "30", env=HEADLESS)
     assert proc.returncode == 0
     assert "/30 frames" not in proc.stderr and "\r" not in proc.stderr and "\x1b" not in proc.stderr
+
+
+def test_timeline_counts_each_faces_label_where_its_rounded_probabilities_tie():
+    """Frame 247 of the clip, as written: happy and neutral both 0.4145 once rounded, and the
+    runtime's label (decided before rounding) is neutral. The shares count that label, so they
+    agree with --csv and --jsonl; a face without a label counts its most probable class."""
+    from runtime.timeline import Timeline
+
+    probs = {"angry": 0.0352, "disgust": 0.024, "fear": 0.032, "happy": 0.4145, "neutral": 0.4145, "sad": 0.0368,
+             "surprise": 0.043}
+    timeline = Timeline(Path("x.png"), FER2013_LABELS)
+    timeline.write({"timestamp_s": 0.0, "faces": [{"label": "neutral", "probs": probs, "track_id": 1}]})
+    timeline.write({"timestamp_s": 0.1, "faces": [{"probs": {**probs, "sad": 0.5}, "track_id": 1}]})
+    timeline.write({"timestamp_s": 0.2, "faces": [{"label": None, "probs": dict.fromkeys(probs), "track_id": 1}]})
+    shares = timeline.shares()
+    assert shares["neutral"] == 0.5 and shares["sad"] == 0.5 and shares["happy"] == 0.0
