@@ -107,7 +107,7 @@ def keras_from_onnx(path: Path, calibration: np.ndarray):
                 kernel, *bias = _take(pending, "Conv")
                 kernel = kernel.transpose(2, 3, 1, 0)  # OIHW -> HWIO
                 layer.set_weights([kernel, *bias] if layer.use_bias else [kernel])
-                after = (1.0, 0.0 if layer.use_bias else bias[0])
+                after = (1.0, bias[0] if bias and not layer.use_bias else 0.0)
             elif kind == "Dense":
                 (kernel,) = _take(pending, "MatMul")
                 if layer.use_bias:
@@ -119,7 +119,10 @@ def keras_from_onnx(path: Path, calibration: np.ndarray):
             elif kind == "BatchNormalization":
                 _rebuild_batch_norm(model, layer, faces, *after)
         leftover = next(pending, None)
-    except (StopIteration, ValueError) as exc:
+    except StopIteration:
+        raise ModelError(f"model {path} holds fewer weights than a {arch} network: give an .onnx file from "
+                         "export-onnx of a trainer-fit model") from None
+    except ValueError as exc:  # an op out of place, or weights of another shape
         raise ModelError(f"model {path} does not hold a {arch} network as export-onnx writes it ({exc}): "
                          "give an .onnx file from export-onnx of a trainer-fit model") from None
     if leftover is not None:

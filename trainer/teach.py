@@ -32,6 +32,7 @@ import numpy as np
 
 from export.config import TTA_VIEWS
 from runtime.cli_support import SEED, ArgumentParser, UserError, atomic_path, path_arg, run_main
+from runtime.contract import ModelSpec
 from trainer.cli_common import VAL_FRACTION, check_new_output, load_models_of_one_contract, write_errors
 from trainer.config import BOUNDS, FitConfig
 
@@ -78,7 +79,7 @@ def teacher_probabilities(models: Sequence, x: np.ndarray, views: str, batch_siz
     return (total / len(models)).astype(np.float32)
 
 
-def load_teachers(paths: Sequence[Path], views: str) -> tuple[list, object, list[str]]:
+def load_teachers(paths: Sequence[Path], views: str) -> tuple[list, ModelSpec, list[str]]:
     """Open teacher models (``.keras`` or ``.onnx``) that share one contract.
 
     Returns:
