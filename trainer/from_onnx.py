@@ -34,12 +34,14 @@ CALIBRATION_FACES = 1024  # real training faces that measure a rebuilt batch nor
 MATCH_ATOL = 1e-4  # largest difference of a probability between the rebuilt model and the file
 
 
-def read_onnx(path: Path) -> tuple[ModelSpec, dict[str, str], list[tuple[str, list[np.ndarray]]]]:
-    """The contract, metadata and weight-holding ops (in graph order) of an export-onnx file.
+def read_onnx(path: Path) -> tuple[ModelSpec, str, str, list[tuple[str, list[np.ndarray]]]]:
+    """The contract, architecture, views and weight-holding ops (in graph order) of an export-onnx file.
 
     Returns:
-        The :class:`ModelSpec`, the metadata, and for each op of :data:`WEIGHT_OPS` that holds
-        a tensor of rank 1 or more, its type and its weights (the 0-255 rescale's scalar is left out).
+        The :class:`ModelSpec`, the ``architecture`` metadata (trainer-fit's ``--arch``), the
+        ``test_time_augmentation`` metadata (the graph's views), and for each op of
+        :data:`WEIGHT_OPS` that holds a tensor of rank 1 or more, its type and its weights (the
+        0-255 rescale's scalar is left out).
 
     Raises:
         ModelError: The file is missing, not ONNX, not from export-onnx, or an INT8 variant.
@@ -68,7 +70,7 @@ def read_onnx(path: Path) -> tuple[ModelSpec, dict[str, str], list[tuple[str, li
         held = [weights[name] for name in node.input if name in weights and weights[name].ndim >= 1]
         if node.op_type in WEIGHT_OPS and held:
             ops.append((node.op_type, held))
-    return spec, meta, ops
+    return spec, meta.get("architecture", "documented"), meta.get("test_time_augmentation", "none"), ops
 
 
 def keras_from_onnx(path: Path, calibration: np.ndarray):
@@ -88,11 +90,9 @@ def keras_from_onnx(path: Path, calibration: np.ndarray):
         ModelError: The file is not an export of a trainer-fit architecture, or the rebuilt model
             does not give the file's probabilities.
     """
-
     from trainer.model import ARCHITECTURES, build_model
 
-    spec, meta, ops = read_onnx(path)
-    arch = meta.get("architecture", "documented")
+    spec, arch, tta, ops = read_onnx(path)
     if arch not in ARCHITECTURES:
         raise ModelError(f"model {path} has the architecture {arch!r}, which trainer-fit cannot build")
     model = build_model(spec, dtype="float32", arch=arch)
@@ -128,7 +128,7 @@ def keras_from_onnx(path: Path, calibration: np.ndarray):
     if leftover is not None:
         raise ModelError(f"model {path} holds more weights than a {arch} network: give an .onnx file from export-onnx "
                          "of a trainer-fit model")
-    _check_against_file(model, path, faces, meta.get("test_time_augmentation", "none"))
+    _check_against_file(model, path, faces, tta)
     return model, spec, arch
 
 

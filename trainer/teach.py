@@ -66,17 +66,13 @@ def teacher_probabilities(models: Sequence, x: np.ndarray, views: str, batch_siz
     from export.convert import forward
     from trainer.evaluate import OnnxModel
 
-    total: np.ndarray | None = None
-    for model in models:
-        for i in range(0, len(x), batch_size):
-            faces = x[i : i + batch_size].astype(np.float32)
-            probs = model.predict(faces) if isinstance(model, OnnxModel) else forward(model, faces, views)
-            probs = np.asarray(probs, np.float64)
-            if total is None:
-                total = np.zeros((len(x), probs.shape[1]), np.float64)
-            total[i : i + batch_size] += probs
-    assert total is not None, "no models or no faces"
-    return (total / len(models)).astype(np.float32)
+    def one(model) -> np.ndarray:
+        if isinstance(model, OnnxModel):  # its views are in its graph; it batches itself
+            return model.predict(x)
+        return np.concatenate([np.asarray(forward(model, x[i : i + batch_size].astype(np.float32), views))
+                               for i in range(0, len(x), batch_size)])
+
+    return np.mean([one(model) for model in models], axis=0, dtype=np.float64).astype(np.float32)
 
 
 def load_teachers(paths: Sequence[Path], views: str) -> tuple[list, ModelSpec, list[str]]:

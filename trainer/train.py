@@ -391,8 +391,7 @@ def _init_spec(cfg: FitConfig) -> ModelSpec:
         return read_spec(path)
     from trainer.from_onnx import read_onnx
 
-    spec, meta, _ = read_onnx(path)
-    arch = meta.get("architecture", "documented")
+    spec, arch, _, _ = read_onnx(path)
     if arch != cfg.arch:
         raise ModelError(f"model {path} to start from is a {arch} network, not {cfg.arch}: pass --arch {arch}, or "
                          f"start from a {cfg.arch} model")
