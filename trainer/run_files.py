@@ -141,6 +141,9 @@ def state_problem(state: dict) -> str | None:
     planned = state.get("planned_epochs", state["epoch"])  # absent in runs from before --time-budget-min
     if not _is_int(planned) or planned < state["epoch"]:
         return f"planned_epochs is {planned!r}, not an integer of at least epoch {state['epoch']}"
+    progress = state.get("schedule_progress", 0.0)  # only --time-budget-min runs keep it
+    if not _is_number(progress) or not 0.0 <= progress <= 1.0:
+        return f"schedule_progress is {progress!r}, not a number in [0, 1]"
     history = state.get("history")
     if not isinstance(history, list) or len(history) != state["epoch"]:
         return f"history is not a list of {state['epoch']} epochs"

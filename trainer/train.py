@@ -247,53 +247,72 @@ def make_optimizer(cfg: FitConfig, steps_per_epoch: int):
     return optimizer(schedule)
 
 
-def epoch_rate(cfg: FitConfig, epoch: int, planned_epochs: int) -> float:
+def cosine_progress(cfg: FitConfig, epoch: int, planned_epochs: int, start: float | None = None,
+                    at: float = 0.5) -> float:
+    """How far along its cosine (0 at ``lr``, 1 at 0) a ``--time-budget-min`` run is, ``at`` of the
+    way through epoch ``epoch`` (from 0) of a plan of ``planned_epochs``.
+
+    ``start`` is the progress at the epoch's start, carried over from the epochs before, when the
+    plan may have been another; the rest of the cosine is spread evenly over the epochs the plan
+    has left. So a plan that shrinks or grows (the machine got slower or faster) bends the
+    schedule from where it is, and the rate never jumps, up or down. Without ``start``, the
+    progress of a plan that never changed: linear from the warm-up's end to ``planned_epochs``.
+    """
+    begin = max(float(epoch), cfg.warmup_epochs)  # the cosine starts when the warm-up ends
+    if epoch + at <= begin:
+        return 0.0 if start is None else start
+    left = planned_epochs - begin
+    if start is None:
+        start = min(1.0, max(0.0, (begin - cfg.warmup_epochs) / max(planned_epochs - cfg.warmup_epochs, 1e-9)))
+    if left <= 0:
+        return 1.0
+    return min(1.0, start + (1.0 - start) * (epoch + at - begin) / left)
+
+
+def epoch_rate(cfg: FitConfig, epoch: int, planned_epochs: int, start: float | None = None) -> float:
     """The learning rate of epoch ``epoch`` (from 0) of a run planned for ``planned_epochs``, for
     ``--time-budget-min``: the cosine schedule of :func:`make_optimizer` taken at the epoch's middle.
 
     A budgeted run learns its length only after two epochs are timed, so its rate is set per epoch
     (a step schedule is fixed when the optimizer is built): linear warm-up over ``warmup_epochs``,
-    then a cosine from ``lr`` to 0 at ``planned_epochs``. A constant schedule stays at ``lr``.
+    then a cosine from ``lr`` to 0 at ``planned_epochs``, continued from ``start`` (the progress
+    the epochs before reached, :func:`cosine_progress`) when the plan has changed. A constant
+    schedule stays at ``lr``.
     """
     if cfg.schedule == "constant":
         return cfg.lr
     middle = epoch + 0.5
     if middle < cfg.warmup_epochs:
         return cfg.lr * middle / cfg.warmup_epochs
-    span = max(planned_epochs - cfg.warmup_epochs, 1e-9)
-    progress = min(1.0, (middle - cfg.warmup_epochs) / span)
+    progress = cosine_progress(cfg, epoch, planned_epochs, start)
     return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def budget_epochs(
-    *, max_epochs: int, planned: int, done: int, elapsed_s: float, epoch_s: float, budget_s: float
-) -> int:
+def budget_epochs(*, max_epochs: int, done: int, elapsed_s: float, epoch_s: float, budget_s: float) -> int:
     """How many epochs a run with a time budget trains in all, re-planned after each epoch.
 
     The epochs that fit are those done plus as many more as the time left holds at ``epoch_s``
     each, keeping one epoch's time for the final save and report; never more than ``max_epochs``,
-    never fewer than ``done``. The plan may shrink at any time (a slower machine must still end
-    in time) but grows only in its first half: a cosine already near its end is not lifted again.
+    never fewer than ``done``. The plan may shrink (a slower machine must still end in time) or
+    grow (a machine freed again) at any time: the rate continues from where it is
+    (:func:`epoch_rate` with the progress reached), so a cosine near its end is never lifted.
 
     Args:
         max_epochs: ``--epochs``, the most the run may train.
-        planned: The epochs planned so far.
         done: The epochs trained.
         elapsed_s: Seconds since the budget's clock started (the process's training call).
         epoch_s: Seconds an epoch takes now (recent epochs, compilation excluded).
         budget_s: The budget in seconds.
     """
     fits = done + max(0, math.floor((budget_s - elapsed_s - epoch_s) / epoch_s))
-    fits = max(done, min(max_epochs, fits))
-    if fits < planned or 2 * done < planned:
-        return fits
-    return planned
+    return max(done, min(max_epochs, fits))
 
 
 def _make_budget_callback(cfg: FitConfig, state: dict, clock_start: float):
     """A Keras callback for ``--time-budget-min``: sets each epoch's rate from the plan, times the
     epochs, re-plans (:func:`budget_epochs`) and stops the run at the planned epoch. It runs
-    before the checkpoint callback, so ``state.json`` holds the plan the checkpoint follows."""
+    before the checkpoint callback, so ``state.json`` holds the plan the checkpoint follows and
+    the cosine's progress (``schedule_progress``) that the next epoch continues from."""
     import keras
 
     timed: list[float] = []  # this process's epoch times: the first holds the compilation
@@ -301,16 +320,18 @@ def _make_budget_callback(cfg: FitConfig, state: dict, clock_start: float):
     class TimeBudget(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
             self._t0 = time.perf_counter()
-            self.model.optimizer.learning_rate = epoch_rate(cfg, epoch, state["planned_epochs"])
+            self.model.optimizer.learning_rate = epoch_rate(cfg, epoch, state["planned_epochs"],
+                                                            state.get("schedule_progress"))
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             now = time.perf_counter()
             timed.append(now - self._t0)
+            state["schedule_progress"] = cosine_progress(cfg, epoch, state["planned_epochs"],
+                                                         state.get("schedule_progress"), at=1.0)
             if len(timed) >= 2:
                 recent = timed[1:][-3:]
                 planned = budget_epochs(
                     max_epochs=cfg.epochs,
-                    planned=state["planned_epochs"],
                     done=epoch + 1,
                     elapsed_s=now - clock_start,
                     epoch_s=sum(recent) / len(recent),

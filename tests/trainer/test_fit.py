@@ -112,19 +112,46 @@ def test_resume_after_sigkill_continues_at_the_right_epoch(fer_dir: Path, tmp_pa
     assert not list(out.rglob(".*keras*")), "a temporary model file was left behind by the resumed run"
 
 
-def test_budget_plans_the_epochs_that_fit_and_grows_the_plan_only_in_its_first_half() -> None:
+def test_budget_plans_the_epochs_that_fit_at_any_time() -> None:
     from trainer.train import budget_epochs
 
     def plan(**kw: float) -> int:
         return budget_epochs(**{"max_epochs": 300, "budget_s": 100.0, **kw})
 
     # 10 s gone, 5 s an epoch, one epoch kept for the report: 17 more fit
-    assert plan(planned=300, done=2, elapsed_s=10, epoch_s=5) == 19
-    assert plan(planned=300, done=2, elapsed_s=10, epoch_s=5, max_epochs=12) == 12  # never more than --epochs
-    assert plan(planned=19, done=15, elapsed_s=95, epoch_s=5) == 15  # slower than planned: shrinks, even late
-    assert plan(planned=19, done=12, elapsed_s=40, epoch_s=5) == 19  # faster, but past half: the cosine stays
-    assert plan(planned=19, done=4, elapsed_s=15, epoch_s=3) == 31  # faster in the first half: grows
-    assert plan(planned=19, done=6, elapsed_s=150, epoch_s=5) == 6  # over budget: stop now, never below done
+    assert plan(done=2, elapsed_s=10, epoch_s=5) == 19
+    assert plan(done=2, elapsed_s=10, epoch_s=5, max_epochs=12) == 12  # never more than --epochs
+    assert plan(done=15, elapsed_s=95, epoch_s=5) == 15  # slower than planned: shrinks, even late
+    assert plan(done=12, elapsed_s=40, epoch_s=5) == 23  # faster again past half: grows too (the rate stays level)
+    assert plan(done=6, elapsed_s=150, epoch_s=5) == 6  # over budget: stop now, never below done
+
+
+def _run_rates(cfg, plans: list[int]) -> list[float]:
+    """The rate of each epoch of a budgeted run whose plan, re-made after each epoch, is ``plans``."""
+    from trainer.train import cosine_progress, epoch_rate
+
+    rates, progress = [], None
+    for epoch, planned in enumerate(plans):
+        rates.append(epoch_rate(cfg, epoch, planned, progress))
+        progress = cosine_progress(cfg, epoch, planned, progress, at=1.0)
+    return rates
+
+
+def test_budget_rate_follows_a_changing_plan_without_jumps() -> None:
+    from trainer.config import FitConfig
+    from trainer.train import epoch_rate
+
+    cfg = FitConfig(lr=0.02, warmup_epochs=1.5, time_budget_min=5)
+    steady = _run_rates(cfg, [40] * 40)
+    assert steady == pytest.approx([epoch_rate(cfg, e, 40) for e in range(40)])  # a plan that never changed
+    # planned 40, slowed down at epoch 5 (plan 25), freed again at epoch 20 (plan 35): 35 epochs in all
+    plans = [40] * 5 + [25] * 15 + [35] * 15
+    rates = _run_rates(cfg, plans)
+    after_warmup = rates[1:]
+    assert all(a >= b for a, b in zip(after_warmup, after_warmup[1:], strict=False)), rates  # never lifted
+    assert max(abs(a - b) for a, b in zip(after_warmup, after_warmup[1:], strict=False)) < 0.004  # no jump
+    assert rates[19] < epoch_rate(cfg, 19, 35)  # growing late did not restart the cosine where a fresh plan is
+    assert rates[-1] < 0.0002  # still ends near 0 at the last plan's end
 
 
 def test_budget_rate_warms_up_then_ends_its_cosine_at_the_planned_epoch() -> None:
@@ -285,6 +312,7 @@ DAMAGE = [
     ("checkpoints/state.json", lambda text: '"epoch 2"', "a JSON str"),
     ("checkpoints/state.json", _set("epoch", "2"), "epoch"),
     ("checkpoints/state.json", _set("history", None), "history"),
+    ("checkpoints/state.json", _set("schedule_progress", 1.5), "schedule_progress"),
 ]
 
 
@@ -293,7 +321,7 @@ DAMAGE = [
     DAMAGE,
     ids=["config-truncated", "config-empty", "config-list", "config-wrong-type", "config-out-of-range",
          "config-bad-choice", "config-bad-precision", "config-unknown-key", "state-truncated", "state-empty",
-         "state-string", "state-wrong-type", "state-no-history"],
+         "state-string", "state-wrong-type", "state-no-history", "state-bad-progress"],
 )
 def test_resume_on_a_damaged_run_file_is_one_line_and_touches_nothing(
     tiny_run: Path, tmp_path: Path, name: str, damage: Callable[[str], str], needle: str
