@@ -35,9 +35,8 @@ import numpy as np
 
 from benchmarks.machine import load_avg, machine_info
 from benchmarks.timing import rounded, shown_path
-from export.config import INPUT_NAME
 from export.inference import Budget, in_batches, time_calls
-from export.variants import QUANTIZED_OPS
+from export.variants import QUANTIZED_OPS, to_int8
 from export.verify import export_faces
 from runtime.contract import ModelSpec
 from trainer.data import Split, load_folder_split
@@ -120,61 +119,13 @@ def excluded_nodes(pre_model: Any, float_ops: Sequence[str]) -> list[str]:
 
 
 def quantize(fp32_path: Path, out_path: Path, calib: np.ndarray, variant: Variant) -> None:
-    """Write ``variant`` of the fp32 file to ``out_path`` with onnxruntime's static quantization.
-
-    The same steps as :func:`export.variants.to_int8` (``quant_pre_process``, then
-    ``quantize_static`` fed 32 calibration faces at a time), with the variant's options.
-    :data:`SHIPPED` writes the same graph as the exporter (a test checks it).
-    """
-    import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    batches = [calib[i : i + 32] for i in range(0, len(calib), 32)]
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.set_range(0, len(batches))
-
-        def __len__(self) -> int:
-            return len(batches)
-
-        def set_range(self, start_index: int, end_index: int) -> None:
-            self._it = iter(batches[start_index:end_index])
-
-        def get_next(self) -> dict | None:
-            batch = next(self._it, None)
-            return None if batch is None else {INPUT_NAME: batch}
-
-    # The histogram methods keep every tensor of every call until they bin them (14 GB for 700
-    # faces here): a stride of one call bins each as it comes (MinMax needs no stride).
-    extra = {} if variant.calibration == "MinMax" else {"CalibStridedMinMax": 1}
-
-    types = {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}
-    pre = out_path.with_name(out_path.name + ".pre.onnx")
-    try:
-        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
-        quantize_static(
-            str(pre),
-            str(out_path),
-            Reader(),
-            quant_format=QuantFormat.QDQ if variant.quant_format == "QDQ" else QuantFormat.QOperator,
-            per_channel=variant.per_channel,
-            activation_type=types[variant.activations],
-            weight_type=types[variant.weights],
-            op_types_to_quantize=list(QUANTIZED_OPS) if "pre" in variant.float_ops else None,
-            nodes_to_exclude=excluded_nodes(onnx.load(pre), variant.float_ops),
-            calibrate_method=getattr(CalibrationMethod, variant.calibration),
-            extra_options=extra,
-        )
-    finally:
-        pre.unlink(missing_ok=True)
+    """Write ``variant`` of the fp32 file to ``out_path`` with :func:`export.variants.to_int8`, the
+    exporter's own quantization, given the variant's options: :data:`SHIPPED` is what the exporter
+    writes (a test checks it)."""
+    to_int8(fp32_path, out_path, calib, quant_format=variant.quant_format, activations=variant.activations,
+            weights=variant.weights, per_channel=variant.per_channel,
+            op_types=QUANTIZED_OPS if "pre" in variant.float_ops else None,
+            exclude=lambda pre: excluded_nodes(pre, variant.float_ops), calibration=variant.calibration)
 
 
 def open_engine(path: Path, engine: str, threads: int) -> Run:

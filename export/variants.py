@@ -8,7 +8,9 @@ onnxconverter-common and onnxruntime's quantization tools are imported inside th
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +32,19 @@ def to_fp16(proto):
 QUANTIZED_OPS = ("Conv", "Gemm", "MatMul", "MaxPool", "Relu")
 
 
-def to_int8(fp32_path: Path, out_path: Path, calib: np.ndarray) -> None:
+def to_int8(
+    fp32_path: Path,
+    out_path: Path,
+    calib: np.ndarray,
+    *,
+    quant_format: str = "QDQ",
+    activations: str = "u8",
+    weights: str = "s8",
+    per_channel: bool = True,
+    op_types: Sequence[str] | None = QUANTIZED_OPS,
+    exclude: Callable[[Any], list[str]] | None = None,
+    calibration: str = "MinMax",
+) -> None:
     """Static INT8 quantization (QDQ, per-channel int8 weights, uint8 activations) calibrated on real faces.
 
     Only :data:`QUANTIZED_OPS` are quantized. Quantizing every op (the choice before issue 19) adds
@@ -44,18 +58,52 @@ def to_int8(fp32_path: Path, out_path: Path, calib: np.ndarray) -> None:
     weights, Entropy or Percentile calibration, or a float first conv or head were no faster than
     this choice, and none agreed better with fp32 on OpenVINO.
     See models/MODEL_CARD.md, "INT8 variants".
+
+    The keyword arguments are the other choices that study tried (``benchmarks.quant_study``);
+    their defaults are the shipped ones.
+
+    Args:
+        fp32_path: The fp32 file.
+        out_path: The INT8 file to write.
+        calib: Real faces, raw 0-255 pixels, float32 ``(N, 48, 48, 1)``, fed 32 at a time.
+        quant_format: ``QDQ`` or ``QOperator``.
+        activations: ``u8`` or ``s8``.
+        weights: ``s8`` or ``u8``.
+        per_channel: Per-output-channel weight scales (else one per tensor).
+        op_types: The op types quantized; None quantizes every op.
+        exclude: The names of nodes kept in float, given the pre-processed ``onnx.ModelProto``.
+        calibration: ``MinMax``, ``Entropy`` or ``Percentile``.
     """
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    batches = [calib[i : i + 32] for i in range(0, len(calib), 32)]
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self._it = iter(calib[i : i + 32] for i in range(0, len(calib), 32))
+            self.set_range(0, len(batches))
+
+        def __len__(self) -> int:
+            return len(batches)
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            self._it = iter(batches[start_index:end_index])
 
         def get_next(self) -> dict | None:
             batch = next(self._it, None)
             return None if batch is None else {INPUT_NAME: batch}
 
+    # The histogram methods keep every tensor of every call until they bin them (14 GB for 700
+    # faces): a stride of one call bins each as it comes (MinMax needs no stride).
+    extra = {} if calibration == "MinMax" else {"CalibStridedMinMax": 1}
+    types = {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}
     pre = out_path.with_name(out_path.name + ".pre.onnx")
     try:
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
@@ -63,11 +111,14 @@ def to_int8(fp32_path: Path, out_path: Path, calib: np.ndarray) -> None:
             str(pre),
             str(out_path),
             Reader(),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            op_types_to_quantize=list(QUANTIZED_OPS),
+            quant_format=QuantFormat.QDQ if quant_format == "QDQ" else QuantFormat.QOperator,
+            per_channel=per_channel,
+            activation_type=types[activations],
+            weight_type=types[weights],
+            op_types_to_quantize=None if op_types is None else list(op_types),
+            nodes_to_exclude=[] if exclude is None else exclude(onnx.load(pre)),
+            calibrate_method=getattr(CalibrationMethod, calibration),
+            extra_options=extra,
         )
     finally:
         pre.unlink(missing_ok=True)
