@@ -84,6 +84,7 @@ class PipelineConfig:
         threads: Inference threads (0: as runtime-live, :func:`runtime.pipeline.inference_threads`).
         search_lag: The Pipeline's ``search_lag`` (None: its default).
         detect_every: The Pipeline's ``detect_every`` (None: its default).
+        tilt_deg: The detector's ``tilt_deg`` (None: its default).
         skipped: Why it does not run (None: it runs).
     """
 
@@ -94,12 +95,17 @@ class PipelineConfig:
     threads: int = 0
     search_lag: int | None = None
     detect_every: int | None = None
+    tilt_deg: float | None = None
     skipped: str | None = None
 
     def make(self) -> Pipeline:
         """A fresh pipeline in this configuration (every other setting: runtime-live's defaults)."""
-        options = {k: v for k, v in (("search_lag", self.search_lag), ("detect_every", self.detect_every))
-                   if v is not None}
+        from runtime.detector import HaarDetector
+
+        options: dict[str, Any] = {k: v for k, v in (("search_lag", self.search_lag),
+                                                      ("detect_every", self.detect_every)) if v is not None}
+        if self.tilt_deg is not None:
+            options["detector"] = HaarDetector(tilt_deg=self.tilt_deg)
         return Pipeline(self.model, provider=self.provider, threads=self.threads, **options)
 
 
@@ -107,7 +113,7 @@ def pipeline_configs(model: Path, int8: Path, provider: str, threads: int) -> li
     """The configurations that matter, in the order they run.
 
     - ``release``: the last release's pipeline: whole-frame search on the spot (``search_lag=0``)
-      every 5th frame, the fp32 file on onnxruntime's CPU provider;
+      every 5th frame, upright only (``tilt_deg=0``), the fp32 file on onnxruntime's CPU provider;
     - ``default``: what runtime-live runs with no flags: the fp32 file, ``provider`` (``auto`` by
       default) and the Pipeline's defaults;
     - ``fast``: the INT8 file on the best engine ``provider`` allows (``auto``: CUDA, else OpenVINO,
@@ -122,7 +128,7 @@ def pipeline_configs(model: Path, int8: Path, provider: str, threads: int) -> li
     best = resolve_provider(provider)
     return [
         PipelineConfig("release", "last release: search on the spot, fp32 on cpu", model, "cpu", threads,
-                       search_lag=0, detect_every=RELEASE_DETECT_EVERY),
+                       search_lag=0, detect_every=RELEASE_DETECT_EVERY, tilt_deg=0.0),
         PipelineConfig("default", f"runtime-live defaults: fp32, provider {provider}", model, provider, threads),
         PipelineConfig("fast", f"int8 on {best}", int8 if int8.is_file() else None, best, threads,
                        skipped=None if int8.is_file() else f"no {int8.name} beside the model (export-onnx --int8)"),
@@ -178,7 +184,7 @@ def bench_project(
         "frames_with_face": rounded(with_face / len(a), 4),
         "model_agreement": agreement(pipe.classifier.predict, faces, reference)["agreement"],
         "detector": {**{k: getattr(det, k, None) for k in ("detect_width", "scale_factor", "min_neighbors",
-                                                            "min_size")},
+                                                            "min_size", "tilt_deg")},
                      "detect_every": pipe.detect_every, "search_lag": pipe.search_lag,
                      "full_detections": pipe.full_detections},
         "stage_ms": {k: rounded(v) for k, v in stage_ms.items()},

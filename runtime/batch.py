@@ -83,6 +83,7 @@ class Settings:
     scale_factor: float = 1.1
     min_neighbors: int = 5
     min_size: int = 40
+    tilt_deg: float = 20.0
     detect_every: int = 5
     search_lag: int = 12  # runtime.pipeline.SEARCH_LAG (imported late: a test checks they agree)
     smoothing: float = 0.6
@@ -140,7 +141,7 @@ class VideoWorker:
         s = self.settings
         self.classifier = EmotionClassifier(s.model, provider=s.provider, threads=s.threads, margin=s.margin)
         self.detector = HaarDetector(detect_width=s.detect_width, scale_factor=s.scale_factor,
-                                     min_neighbors=s.min_neighbors, min_size=s.min_size)
+                                     min_neighbors=s.min_neighbors, min_size=s.min_size, tilt_deg=s.tilt_deg)
 
     def _pipeline(self):  # -> Pipeline: a fresh detector state and tracker around the loaded model
         from runtime.pipeline import Pipeline
@@ -403,7 +404,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
     return Settings(model=str(resolve_model_path(args.model)), provider=args.provider, threads=args.threads,
                     margin=args.margin, detect_width=args.detect_width, scale_factor=args.scale_factor,
-                    min_neighbors=args.min_neighbors, min_size=args.min_size, detect_every=args.detect_every,
+                    min_neighbors=args.min_neighbors, min_size=args.min_size, tilt_deg=args.tilt_deg,
+                    detect_every=args.detect_every,
                     search_lag=args.search_lag, smoothing=args.smoothing, chunk=args.chunk)
 
 

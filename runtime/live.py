@@ -56,6 +56,8 @@ def add_detector_flags(g) -> None:
                    help="Haar hits a face needs")
     g.add_argument("--min-size", type=Number(int, 1, 16384), default=default_of(HaarDetector, "min_size"),
                    help="smallest face side, in frame pixels")
+    g.add_argument("--tilt-deg", type=Number(float, 0, 45), default=default_of(HaarDetector, "tilt_deg"),
+                   help="also search the frame turned this many degrees either way, for tilted heads (0: upright only)")
     g.add_argument("--detect-every", type=Number(int, 1, 10000), default=default_of(Pipeline, "detect_every"),
                    help="search the whole frame every Nth frame; between, re-find known faces near their boxes")
     g.add_argument("--search-lag", type=Number(int, 0, 1000), default=default_of(Pipeline, "search_lag"),
@@ -277,7 +279,7 @@ def _build_pipeline(args: argparse.Namespace):  # -> Pipeline, imported late to 
     threads = inference_threads(args.threads, args.detect_every, args.search_lag)
     return Pipeline(
         detector=HaarDetector(detect_width=args.detect_width, scale_factor=args.scale_factor,
-                              min_neighbors=args.min_neighbors, min_size=args.min_size),
+                              min_neighbors=args.min_neighbors, min_size=args.min_size, tilt_deg=args.tilt_deg),
         classifier=EmotionClassifier(args.model, provider=args.provider, threads=threads, margin=args.margin),
         tracker=FaceTracker(smoothing=args.smoothing),
         emoji_dir=args.emoji_dir,

@@ -180,14 +180,10 @@ class Pipeline:
             return self.still_detector.detect_gray(gray)
         if n == 0 or self._search is None:  # on the spot: the first frame, or no background search
             if n % self.detect_every == 0 or not len(self._boxes):
-                self.full_detections += 1
-                self._last_search = n
-                return self.detector.detect_gray(gray)
+                return self._search_now(gray)
             near = self.detector.detect_near(gray, self._boxes.xyxy)
             if len(near) < len(self._boxes):  # a face was lost: look everywhere
-                self.full_detections += 1
-                self._last_search = n
-                return self.detector.detect_gray(gray)
+                return self._search_now(gray)
             return near
         boxes = self._boxes
         lost = False
@@ -202,10 +198,26 @@ class Pipeline:
         if found is not None:
             boxes = merge_new_faces(boxes, found)
         if not self._search.pending and (lost or not len(boxes) or n - self._last_search >= self.detect_every):
-            self._search.submit(gray, due=n + self.search_lag)
+            self._search.submit(gray, due=n + self.search_lag, angles=self._turns())
             self.full_detections += 1
             self._last_search = n
         return dedupe(boxes)
+
+    def _search_now(self, gray: np.ndarray) -> Faces:
+        """A whole-frame search on the spot."""
+        faces = self.detector.detect_gray(gray, self._turns())
+        self.full_detections += 1
+        self._last_search = self._frames
+        return faces
+
+    def _turns(self) -> tuple[float, ...]:
+        """The angles the next whole-frame search also turns the frame by: each of the detector's
+        ``angles`` in turn, one a search (each costs about as much as the upright search), and
+        all of them on the first frame (a video's, a camera's)."""
+        angles = self.detector.angles
+        if not angles or self._frames == 0:
+            return angles
+        return (angles[self.full_detections % len(angles)],)
 
     def process(self, frame: np.ndarray) -> Faces:
         """Detect, classify (one model call) and track the faces of a frame.

@@ -101,6 +101,8 @@ def test_bad_settings_are_user_errors(tmp_path: Path):
         HaarDetector(scale_factor=1.0)
     with pytest.raises(ValueError, match="min"):
         HaarDetector(min_size=0)
+    with pytest.raises(ValueError, match="tilt_deg"):
+        HaarDetector(tilt_deg=60)
     with pytest.raises(ModelError, match="does not exist"):
         HaarDetector(tmp_path / "missing.xml")
     junk = tmp_path / "junk.xml"
@@ -126,6 +128,41 @@ def test_detect_near_refinds_a_known_face_and_nothing_where_none_is(video_frames
     no_face.release()
     h, w = empty.shape
     assert len(detector.detect_near(empty, np.array([[w // 3, h // 4, w // 3 + 200, h // 4 + 200]]))) == 0
+
+
+def _turned(frame: np.ndarray, angle: float) -> np.ndarray:
+    """``frame`` turned by ``angle`` degrees about its centre, same size, its edges reflected (a tilted head)."""
+    h, w = frame.shape[:2]
+    return cv2.warpAffine(frame, cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0), (w, h),
+                          borderMode=cv2.BORDER_REFLECT)
+
+
+@pytest.mark.parametrize("angle", [20, -20])
+def test_tilted_heads_are_found_and_followed_by_the_turned_searches(video_frames: tuple, detector: HaarDetector,
+                                                                    angle: int) -> None:
+    upright = HaarDetector(tilt_deg=0)
+    assert detector.angles == (-20.0, 20.0) and upright.angles == ()
+    starts = range(0, len(video_frames) - 1, 16)  # 30 moments of the clip, the head tilted by `angle` more
+    turned = {i: cv2.cvtColor(_turned(video_frames[i], angle), cv2.COLOR_BGR2GRAY) for i in starts}
+    found = [detector.detect_gray(turned[i]) for i in starts]
+    with_tilt = sum(len(f) > 0 for f in found)
+    without = sum(len(upright.detect_gray(turned[i])) > 0 for i in starts)
+    assert with_tilt >= 0.9 * len(starts) and with_tilt - without >= 0.15 * len(starts), (with_tilt, without)
+    # on the next frame, the search around each box keeps the face: turned where upright loses it
+    kept, kept_upright, known = 0, 0, 0
+    for i, faces in zip(starts, found, strict=True):
+        if len(faces):
+            following = cv2.cvtColor(_turned(video_frames[i + 1], angle), cv2.COLOR_BGR2GRAY)
+            known += 1
+            kept += len(detector.detect_near(following, faces.xyxy)) > 0
+            kept_upright += len(upright.detect_near(following, faces.xyxy)) > 0
+    assert kept >= 0.95 * known and kept_upright < kept, (kept, kept_upright, known)
+
+
+def test_turned_searches_find_no_face_in_face_free_turned_frames(media_dir: Path, detector: HaarDetector) -> None:
+    for frame in _face_free_frames(media_dir, 8):
+        for angle in (20, -20):
+            assert len(detector.detect(_turned(frame, angle))) == 0
 
 
 # ---- StillDetector: the thorough search of photos ----------------------------------------------
@@ -189,7 +226,8 @@ def test_still_finds_tilted_heads(media_dir: Path, still: StillDetector, detecto
     grace = cv2.imread(str(media_dir / "grace_hopper_512x512.jpg"))
     truth = np.array([[158, 112, 378, 318]], dtype=float)
     img, box = _rotated(grace, 20, truth)
-    assert not _matched(detector.detect(img), box)  # the upright cascade alone misses her
+    assert not _matched(HaarDetector(tilt_deg=0).detect(img), box)  # the upright cascade alone misses her
+    assert _matched(detector.detect(img), box) == {0}  # the video path's turned searches find her too
     found = still.detect(img)
     assert _matched(found, box) == {0} and len(found) == 1
 

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from runtime.detector import HaarDetector
 from runtime.pipeline import SEARCH_LAG, Pipeline, inference_threads
 
 
@@ -77,7 +78,7 @@ def test_background_search_runs_on_its_own_thread_and_cascade(video_frames: tupl
     threads = []
     real = search._detector.detect_gray
     monkeypatch.setattr(search._detector, "detect_gray",
-                        lambda gray: threads.append(threading.current_thread().name) or real(gray))
+                        lambda gray, angles=None: threads.append(threading.current_thread().name) or real(gray, angles))
     for frame in video_frames[:30]:
         assert len(pipe.process(frame)) >= 1
     assert threads and all(name.endswith("search") for name in threads)
@@ -173,3 +174,30 @@ def test_runtime_batch_defaults_are_the_pipelines() -> None:
     defaults = inspect.signature(Pipeline).parameters
     for name in ("detect_every", "search_lag"):
         assert getattr(Settings(), name) == defaults[name].default
+    detector = inspect.signature(HaarDetector).parameters
+    for name in ("detect_width", "scale_factor", "min_neighbors", "min_size", "tilt_deg"):
+        assert getattr(Settings(), name) == detector[name].default
+
+
+def test_tilted_heads_keep_their_face_through_the_video_path(video_frames: tuple,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The clip turned by 20 degrees: the turned searches (one angle a background search, in turn)
+    and the turned search around a lost box keep the face in nearly every frame."""
+    h, w = video_frames[0].shape[:2]
+    turn = cv2.getRotationMatrix2D((w / 2, h / 2), 20, 1.0)
+    frames = [cv2.warpAffine(f, turn, (w, h), borderMode=cv2.BORDER_REFLECT) for f in video_frames[200:320]]
+    with_face = {}
+    for tilt in (20.0, 0.0):
+        pipe = Pipeline(provider="cpu", detector=HaarDetector(tilt_deg=tilt))
+        angles: list = []  # what each background search turned the frame by
+        search = pipe._search._detector
+
+        def recorded(gray, turned=None, real=search.detect_gray, angles=angles):
+            angles.append(turned)
+            return real(gray, turned)
+
+        monkeypatch.setattr(search, "detect_gray", recorded)
+        with_face[tilt] = sum(len(pipe.process(f)) > 0 for f in frames)
+        pipe.close()
+        assert len(angles) >= 3 and set(angles) == ({(-20.0,), (20.0,)} if tilt else {()}), angles
+    assert with_face[20.0] >= 0.95 * len(frames) and with_face[0.0] < 0.9 * len(frames), with_face

@@ -140,7 +140,7 @@ def test_models_that_load_but_cannot_run(options: dict, code: int, words: list[s
 NUMBERS = [("--scale-factor", v) for v in ("nan", "inf", "1.0001", "-1")] + [
     ("--margin", "nan"), ("--min-neighbors", "1e20"), ("--threads", "1e20"), ("--threads", "5000"),
     ("--detect-width", "-5"), ("--min-size", "0"), ("--smoothing", "1"), ("--max-frames", "1e3"),
-    ("--reconnect", "-1"), ("--detect-every", "0"), ("--open-timeout", "inf")]
+    ("--reconnect", "-1"), ("--detect-every", "0"), ("--open-timeout", "inf"), ("--tilt-deg", "50")]
 
 
 @pytest.mark.parametrize(("flag", "value"), NUMBERS, ids=[f"{f}={v}" for f, v in NUMBERS])
