@@ -126,33 +126,35 @@ def test_an_image_of_another_size_carries_nothing_over(media_dir: Path, video_fr
     assert after.track_id.tolist() != [0]  # a new identity, not the video's track
 
 
-def _tilted_grace(media_dir: Path) -> np.ndarray:
-    """Grace Hopper's photo turned by 20 degrees: the 320-wide upright search misses her face."""
-    img = cv2.imread(str(media_dir / "grace_hopper_512x512.jpg"))
-    m = cv2.getRotationMatrix2D((256, 256), 20, 1.0)
-    return cv2.warpAffine(img, m, (512, 512), borderMode=cv2.BORDER_REFLECT)
+def _small_grace(media_dir: Path) -> np.ndarray:
+    """Grace Hopper's photo at 200 px in the middle of a grey 1600-px photo: her face, about 90 px,
+    is under the smallest face of the 320-wide video search (20 px there), not of the still search."""
+    img = np.full((1600, 1600, 3), 128, np.uint8)
+    img[700:900, 700:900] = cv2.resize(cv2.imread(str(media_dir / "grace_hopper_512x512.jpg")), (200, 200),
+                                       interpolation=cv2.INTER_AREA)
+    return img
 
 
 def test_photos_take_the_still_search_and_video_the_fast_path(media_dir: Path, video_frames: tuple) -> None:
     """``stills=True``: the first frame after each reset is searched by the StillDetector;
     ``reset(still=False)``: the fast path of video."""
-    tilted = _tilted_grace(media_dir)
+    small = _small_grace(media_dir)
     pipe = Pipeline(provider="cpu", stills=True)
-    assert len(pipe.detector.detect(tilted)) == 0
-    photo = pipe.process(tilted)
+    assert len(pipe.detector.detect(small)) == 0
+    photo = pipe.process(small)
     assert len(photo) == 1
     pipe.reset(still=False)
     frame = video_frames[0]
     assert np.array_equal(pipe.process(frame).xyxy, pipe.detector.detect(frame).xyxy)
     pipe.reset()  # keeps "not a photo"
-    assert len(pipe.process(tilted)) == 0
+    assert len(pipe.process(small)) == 0
     pipe.reset(still=True)
-    assert np.array_equal(pipe.process(tilted).xyxy, photo.xyxy)
+    assert np.array_equal(pipe.process(small).xyxy, photo.xyxy)
 
 
 def test_a_new_pipeline_keeps_the_fast_path_for_video(media_dir: Path) -> None:
     pipe = Pipeline(provider="cpu")
-    assert len(pipe.process(_tilted_grace(media_dir))) == 0
+    assert len(pipe.process(_small_grace(media_dir))) == 0
     assert pipe._still_detector is None  # never made: a video run loads no extra cascade
 
 
