@@ -212,12 +212,10 @@ class Pipeline:
 
     def _turns(self) -> tuple[float, ...]:
         """The angles the next whole-frame search also turns the frame by: each of the detector's
-        ``angles`` in turn, one a search (each costs about as much as the upright search), and
-        all of them on the first frame (a video's, a camera's)."""
+        ``angles`` in turn, one a search (each costs about as much as the upright search; both on
+        a video's first frame doubled that frame's time, and the quick benchmark's p99)."""
         angles = self.detector.angles
-        if not angles or self._frames == 0:
-            return angles
-        return (angles[self.full_detections % len(angles)],)
+        return (angles[self.full_detections % len(angles)],) if angles else ()
 
     def process(self, frame: np.ndarray) -> Faces:
         """Detect, classify (one model call) and track the faces of a frame.
