@@ -15,6 +15,7 @@ import numpy as np
 from benchmarks.model_bench import agreement
 from benchmarks.timing import Mode, log, rounded, shown_path, summarize_ms
 from runtime.backends import resolve_provider
+from runtime.detector import HaarDetector
 from runtime.errors import SourceError
 from runtime.pipeline import STAGES, Pipeline
 
@@ -100,8 +101,6 @@ class PipelineConfig:
 
     def make(self) -> Pipeline:
         """A fresh pipeline in this configuration (every other setting: runtime-live's defaults)."""
-        from runtime.detector import HaarDetector
-
         options: dict[str, Any] = {k: v for k, v in (("search_lag", self.search_lag),
                                                       ("detect_every", self.detect_every)) if v is not None}
         if self.tilt_deg is not None:

@@ -99,16 +99,20 @@ class HaarDetector:
         self.min_neighbors = min_neighbors
         self.min_size = min_size
         self.tilt_deg = float(tilt_deg)
-        self.angles = (-self.tilt_deg, self.tilt_deg) if tilt_deg else ()  # the turned searches
-        self._confirm = StillDetector(profile_neighbors=0, edge_pad=0.0) if self.angles else None
+        self._confirm: StillDetector | None = None  # confirms turned faces; made when first needed
 
     def clone(self) -> HaarDetector:
         """A detector with the same settings and its own cascades (one cascade must not serve two threads)."""
         twin = HaarDetector.__new__(HaarDetector)
         twin.__dict__.update(self.__dict__)
         twin.cascade = cv2.CascadeClassifier(self.cascade_path)
-        twin._confirm = StillDetector(profile_neighbors=0, edge_pad=0.0) if self.angles else None
+        twin._confirm = None
         return twin
+
+    @property
+    def angles(self) -> tuple[float, ...]:
+        """The angles (degrees) the turned searches turn the frame by: ``-tilt_deg`` and ``+tilt_deg``."""
+        return (-self.tilt_deg, self.tilt_deg) if self.tilt_deg else ()
 
     def detect(self, frame: np.ndarray) -> Faces:
         """Find faces in a frame (grayscale, BGR or BGRA)."""
@@ -141,7 +145,7 @@ class HaarDetector:
     def _confirmed(self, gray: np.ndarray, xyxy: np.ndarray, angle: float) -> np.ndarray:
         """The boxes (of ``gray``) of faces found turned by ``angle`` that the confirming cascades
         find again, upright (:meth:`StillDetector.confirm_rank`)."""
-        if self._confirm is None:  # angles given to a detector made without them
+        if self._confirm is None:
             self._confirm = StillDetector(profile_neighbors=0, edge_pad=0.0)
         keep = [self._confirm.confirm_rank(gray, _Candidate((x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, angle, 0))
                 is not None for x1, y1, x2, y2 in xyxy]
