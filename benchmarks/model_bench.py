@@ -3,6 +3,7 @@ argmax agreement with fp32 on onnxruntime's CPU provider on real faces (no fast 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ import numpy as np
 
 from benchmarks.limits import OPENVINO_BF16, attach_fractions, openvino_version
 from benchmarks.timing import Mode, log, rounded, shown_path, summarize_ms
+from export.config import ENSEMBLE
 from export.inference import Budget, Predict, in_batches, ort_session, time_calls
 from runtime.backends import CUDA, OpenVinoBackend, OrtBackend, resolve_provider
 from runtime.classifier import EmotionClassifier
@@ -32,8 +34,8 @@ def _flops_per_face(model: Path | None = None) -> int:
 
     The ``architecture`` metadata (export-onnx) picks the multiply-adds (the documented CNN's
     77.3 M where it is missing). A model exported with test-time augmentation runs the network
-    several times per face (``--tta flip``: 2, ``--tta flip-zoom``: 6); its ``forward_passes``
-    metadata says how many.
+    several times per face (``--tta flip``: 2, ``--tta flip-zoom``: 6), an ensemble once per
+    member and view; its ``forward_passes`` metadata says how many.
 
     Raises:
         ModelError: The ``forward_passes`` metadata is not a positive integer.
@@ -45,7 +47,14 @@ def _flops_per_face(model: Path | None = None) -> int:
         if not text.isdigit() or int(text) < 1:
             raise ModelError(f"model {model} has forward_passes metadata {text[:40]!r}: re-export it with export-onnx")
         passes = int(text)
-        multiply_adds = MULTIPLY_ADDS_BY_ARCH.get(meta.get("architecture", "documented"), MULTIPLY_ADDS)
+        archs = [meta.get("architecture", "documented")]
+        if archs[0] == ENSEMBLE:  # forward_passes counts every member's passes: their mean cost each
+            try:
+                archs = [str(m["architecture"]) for m in json.loads(meta["ensemble_members"])]
+            except (KeyError, TypeError, ValueError):
+                raise ModelError(f"model {model} is an ensemble without readable ensemble_members metadata: "
+                                 "re-export it with export-onnx") from None
+        multiply_adds = round(sum(MULTIPLY_ADDS_BY_ARCH.get(a, MULTIPLY_ADDS) for a in archs) / max(len(archs), 1))
     return 2 * multiply_adds * passes
 
 

@@ -21,6 +21,8 @@ OUTPUT_NAME = "probs"  # stable graph output name: class probabilities
 FP32_ATOL = 1e-4  # max |keras - onnx| accepted for the fp32 export
 FP16_MIN_AGREEMENT = 0.99  # argmax agreement with fp32 a float16 variant must reach
 INT8_MIN_AGREEMENT = 0.95  # argmax agreement with fp32 an INT8 variant must reach
+HALF_WEIGHTS_MIN_AGREEMENT = 0.995  # argmax agreement with fp32 of the fp32 file with float16-stored weights
+ENSEMBLE = "ensemble"  # the ``architecture`` metadata of a graph that averages several networks
 TTA_VIEWS = {  # test-time augmentation choices: the views of each face whose probabilities are averaged
     "none": 1,  # the face only
     "flip": 2,  # the face and its mirror image
@@ -39,6 +41,7 @@ class ExportConfig:
     """
 
     model: Path  # the .keras model from trainer-fit (required)
+    members: tuple[Path, ...] = ()  # more .keras models of the same contract: the graph averages all (an ensemble)
     output: Path = Path("model.onnx")  # the fp32 ONNX file; <stem>.fp16.onnx, .int8.onnx, .export.json beside it
     labels: tuple[str, ...] | None = None  # class names in output order; None: the spec saved in the model
     opset: int = OPSET  # ONNX opset of the graph
@@ -46,6 +49,7 @@ class ExportConfig:
     verify_count: int = 700  # faces to verify on (100 per class)
     fp16: bool = False  # also write <stem>.fp16.onnx (float16 weights), verified against fp32
     int8: bool = False  # also write <stem>.int8.onnx (static INT8, QDQ), verified against fp32
+    half_weights: bool = False  # store the fp32 file's weights as float16 (float32 arithmetic): half the file
     calib_dir: Path | None = field(default_factory=lambda: shared_path("fer2013", "train"))  # INT8 calibration faces
     calib_count: int = 700  # faces to calibrate INT8 on (100 per class)
     seed: int = 0  # seed of the verification and calibration samples

@@ -12,9 +12,10 @@ import hashlib
 import json
 import sys
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
-from export.config import INPUT_NAME, OPSET, OUTPUT_NAME, TTA_VIEWS, ZOOM_PX
+from export.config import ENSEMBLE, INPUT_NAME, OPSET, OUTPUT_NAME, TTA_VIEWS, ZOOM_PX
 from runtime.cli_support import EXIT_FAILED, first_line
 from runtime.contract import ModelSpec
 from runtime.errors import EmocamError, ModelError
@@ -45,26 +46,33 @@ def tta_views(pixels, tta: str) -> list:
     return views
 
 
-def forward(model, pixels, tta: str = "none"):
-    """The exported computation: the network, or its mean probabilities over the ``tta`` views.
+def forward(models, pixels, tta: str = "none"):
+    """The exported computation: the network's probabilities, or their mean over the ``tta`` views.
 
-    All views go through the network as one batch. Works on numpy arrays (Keras reference) and
-    on TF tensors (inside the exported graph).
+    ``models`` is one Keras model or a sequence of them (an ensemble): then the result is the mean
+    of each model's (view-averaged) probabilities. All views go through each network as one batch.
+    Works on numpy arrays (Keras reference) and on TF tensors (inside the exported graph).
     """
     import tensorflow as tf
 
+    members = list(models) if isinstance(models, (list, tuple)) else [models]
     views = tta_views(pixels, tta)
-    if len(views) == 1:
-        return model(views[0], training=False)
-    probs = model(tf.concat(views, axis=0), training=False)
-    return tf.reduce_mean(tf.reshape(probs, (len(views), -1, probs.shape[-1])), axis=0)
+    batch = views[0] if len(views) == 1 else tf.concat(views, axis=0)
+    means = []
+    for model in members:
+        probs = model(batch, training=False)
+        means.append(probs if len(views) == 1
+                     else tf.reduce_mean(tf.reshape(probs, (len(views), -1, probs.shape[-1])), axis=0))
+    return means[0] if len(means) == 1 else tf.add_n(means) / len(means)
 
 
-def convert(model, spec: ModelSpec, opset: int = OPSET, tta: str = "none"):
-    """Convert a Keras model to an ``onnx.ModelProto`` with stable names and a dynamic batch.
+def convert(models, spec: ModelSpec, opset: int = OPSET, tta: str = "none"):
+    """Convert a Keras model (or several: an ensemble) to an ``onnx.ModelProto`` with stable names
+    and a dynamic batch.
 
     With ``tta`` other than ``none`` the graph averages the probabilities over several views of
     each face (test-time augmentation; :data:`TTA_VIEWS` network passes per face, in one graph).
+    With several models it averages the models' probabilities too (:func:`forward`).
     """
     import onnx
     import tensorflow as tf
@@ -74,7 +82,7 @@ def convert(model, spec: ModelSpec, opset: int = OPSET, tta: str = "none"):
 
     @tf.function(input_signature=signature)
     def serve(pixels):
-        return {OUTPUT_NAME: forward(model, pixels, tta)}
+        return {OUTPUT_NAME: forward(models, pixels, tta)}
 
     proto, _ = tf2onnx.convert.from_function(serve, input_signature=signature, opset=opset)
     graph = proto.graph
@@ -90,7 +98,8 @@ def convert(model, spec: ModelSpec, opset: int = OPSET, tta: str = "none"):
         graph.input[0].name = INPUT_NAME
     graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
     graph.output[0].type.tensor_type.shape.dim[0].dim_param = "N"
-    proto.doc_string = "Facial emotion CNN; input: raw 0-255 grayscale faces NHWC; output: class probabilities"
+    proto.doc_string = ("Facial emotion CNN (or the mean of several); input: raw 0-255 grayscale faces NHWC; "
+                        "output: class probabilities")
     onnx.checker.check_model(proto)
     return proto
 
@@ -117,22 +126,25 @@ def architecture(model_path: Path) -> str:
     return next((arch for arch, model_name in MODEL_NAMES.items() if model_name == name), "other")
 
 
-def provenance(model_path: Path, opset: int, variant: str, tta: str = "none") -> dict[str, str]:
-    """Source hash, training data and accuracy (from the run folder), export time, tool versions."""
+def provenance(model_paths: Path | Sequence[Path], opset: int, variant: str, tta: str = "none") -> dict[str, str]:
+    """Source hash, training data and accuracy (from the run folder), export time, tool versions.
+
+    For an ensemble (several ``model_paths``) the top-level ``architecture`` is ``ensemble`` and
+    ``ensemble_members`` lists each member's source, architecture, hash and recorded accuracy.
+    """
     import keras
     import onnx
     import onnxruntime
     import tensorflow as tf
     import tf2onnx
 
+    paths = [Path(model_paths)] if isinstance(model_paths, (str, Path)) else [Path(p) for p in model_paths]
+    members = [_source(p) for p in paths]
     meta = {
         "variant": variant,
         "opset": str(opset),
         "test_time_augmentation": tta,  # see export.config.TTA_VIEWS
-        "forward_passes": str(TTA_VIEWS[tta]),  # network evaluations per face
-        "source_model": model_path.name,
-        "architecture": architecture(model_path),  # trainer-fit --arch
-        "source_sha256": hashlib.sha256(model_path.read_bytes()).hexdigest(),
+        "forward_passes": str(TTA_VIEWS[tta] * len(paths)),  # network evaluations per face
         "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "tool_versions": json.dumps(
             {
@@ -144,17 +156,32 @@ def provenance(model_path: Path, opset: int, variant: str, tta: str = "none") ->
             }
         ),
     }
-    run = model_path.parent
-    cfg = _run_json(run / "config.json")
-    if cfg is not None:
-        meta["training_data"] = str(cfg.get("data", ""))
-        meta["training_config"] = json.dumps(cfg, separators=(",", ":"))
-    m = _run_json(run / "metrics.json")  # trainer-fit's report on the .keras model, without TTA
+    if len(paths) == 1:
+        meta.update(members[0])
+        cfg = _run_json(paths[0].parent / "config.json")
+        if cfg is not None:
+            meta["training_data"] = str(cfg.get("data", ""))
+            meta["training_config"] = json.dumps(cfg, separators=(",", ":"))
+    else:
+        meta["source_model"] = " + ".join(m["source_model"] for m in members)
+        meta["architecture"] = ENSEMBLE
+        meta["ensemble_members"] = json.dumps(members, separators=(",", ":"))
+    return meta
+
+
+def _source(model_path: Path) -> dict[str, str]:
+    """One model's name, ``--arch``, hash and the accuracy its run folder recorded (without TTA)."""
+    entry = {
+        "source_model": model_path.name,
+        "architecture": architecture(model_path),  # trainer-fit --arch
+        "source_sha256": hashlib.sha256(model_path.read_bytes()).hexdigest(),
+    }
+    m = _run_json(model_path.parent / "metrics.json")  # trainer-fit's report on the .keras model, without TTA
     if m is not None:
         split = str(m.get("split", "test"))  # "val" for a run made with --no-test-eval
-        meta[f"source_{split}_accuracy"] = str(m.get("accuracy"))
-        meta[f"source_{split}_split"] = f"{m.get('source', '')} (n={m.get('n')})"
-    return meta
+        entry[f"source_{split}_accuracy"] = str(m.get("accuracy"))
+        entry[f"source_{split}_split"] = f"{m.get('source', '')} (n={m.get('n')})"
+    return entry
 
 
 def _run_json(path: Path) -> dict | None:
@@ -171,7 +198,7 @@ def _run_json(path: Path) -> dict | None:
     return None
 
 
-def convert_described(model, spec: ModelSpec, model_path: Path, opset: int, tta: str):
+def convert_described(models, spec: ModelSpec, model_paths: Sequence[Path], opset: int, tta: str):
     """:func:`convert` plus the contract and provenance metadata and the full ONNX check.
 
     Raises:
@@ -180,8 +207,8 @@ def convert_described(model, spec: ModelSpec, model_path: Path, opset: int, tta:
     import onnx
 
     try:
-        proto = convert(model, spec, opset, tta)
-        set_metadata(proto, {**spec.to_metadata(), **provenance(model_path, opset, "fp32", tta)})
+        proto = convert(models, spec, opset, tta)
+        set_metadata(proto, {**spec.to_metadata(), **provenance(model_paths, opset, "fp32", tta)})
         onnx.checker.check_model(proto, full_check=True)
     except (EmocamError, KeyboardInterrupt):
         raise

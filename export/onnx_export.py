@@ -32,6 +32,7 @@ from export.config import (
     COUNTS,
     FP16_MIN_AGREEMENT,
     FP32_ATOL,
+    HALF_WEIGHTS_MIN_AGREEMENT,
     INT8_MIN_AGREEMENT,
     OPSETS,
     TTA_VIEWS,
@@ -39,7 +40,7 @@ from export.config import (
 )
 from export.convert import convert_described, provenance
 from export.inference import faces_per_second, in_batches, ort_session, session_predict
-from export.variants import make_fp16, make_int8
+from export.variants import make_fp16, make_half_weights, make_int8
 from export.verify import (
     RERUN_FIX,
     compare,
@@ -77,54 +78,72 @@ def shipped_files(output: Path, config: ExportConfig) -> list[Path]:
     return [p for p in names if p.exists() and os.path.dirname(os.path.realpath(p)) == shipped]
 
 
-def _check_inputs(model_path: Path, output: Path, tta: str) -> None:
+def _check_inputs(model_paths: Sequence[Path], output: Path, tta: str) -> None:
     """Refuse a missing model, an unknown ``tta`` or an output that cannot be written, before any work."""
     if tta not in TTA_VIEWS:
         raise EmocamError(f"test-time augmentation {tta} is unknown: choose one of {', '.join(TTA_VIEWS)}")
-    if model_path.is_dir():
-        raise ModelError(f"model {model_path} is a folder: give a .keras file from trainer-fit")
-    if not model_path.is_file():
-        raise ModelError(f"model {model_path} does not exist: give a .keras file from trainer-fit")
+    for model_path in model_paths:
+        if model_path.is_dir():
+            raise ModelError(f"model {model_path} is a folder: give a .keras file from trainer-fit")
+        if not model_path.is_file():
+            raise ModelError(f"model {model_path} does not exist: give a .keras file from trainer-fit")
+    if len(set(map(os.path.realpath, model_paths))) < len(model_paths):
+        raise UserError("the same model is given twice: give each model of an ensemble once")
     check_output_path(output, "output")
     if output.suffix.lower() != ".onnx":
         raise OutputError(f"output {output} must end in .onnx", EXIT_USAGE)
+
+
+def _contract(model_paths: Sequence[Path], labels: tuple[str, ...] | None) -> ModelSpec:
+    """The contract of the export: ``labels`` if given, else the one every model holds (all must agree)."""
+    if labels:
+        return ModelSpec(labels=tuple(labels))
+    try:
+        specs = [read_spec(p) for p in model_paths]
+    except ContractError as exc:
+        raise ContractError(f"labels: {exc}") from None
+    for path, spec in zip(model_paths[1:], specs[1:], strict=True):
+        if spec != specs[0]:
+            raise ModelError(f"{display(path)} has another contract (labels, input or preprocessing) than "
+                             f"{display(model_paths[0])}: an ensemble averages models of one contract")
+    return specs[0]
 
 
 def export(config: ExportConfig) -> dict:
     """Export, describe and verify; returns the report.
 
     Every file is written to a temporary file beside its destination and renamed into place
-    only once verified: the fp32 model against Keras, each variant against fp32.
+    only once verified: the fp32 model against Keras, each variant against fp32. With
+    ``config.members`` the graph averages the probabilities of all the models (an ensemble).
 
     Raises:
         ModelError: A bad model, labels or output; a conversion that fails; an fp32 graph that
             disagrees with Keras or a variant that disagrees with fp32 (exit code 1).
     """
-    model_path, output, opset, tta = Path(config.model), Path(config.output), config.opset, config.tta
-    _check_inputs(model_path, output, tta)
+    model_paths = [Path(config.model), *map(Path, config.members)]
+    output, opset, tta = Path(config.output), config.opset, config.tta
+    _check_inputs(model_paths, output, tta)
     replaced = [] if config.force else shipped_files(output, config)
     if replaced:
         raise OutputError(f"{display(replaced[0])} is a model shipped with emocam: export to a path of your own "
                           "(replace it only on purpose, with force)", EXIT_USAGE)
-    try:
-        spec = ModelSpec(labels=tuple(config.labels)) if config.labels else read_spec(model_path)
-    except ContractError as exc:
-        raise ContractError(f"labels: {exc}") from None
+    spec = _contract(model_paths, config.labels)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    model = load_model(model_path)
-    check_against_spec(model, spec, model_path)
+    models = [load_model(p) for p in model_paths]
+    for model, path in zip(models, model_paths, strict=True):
+        check_against_spec(model, spec, path)
 
     t0 = time.perf_counter()
-    proto = convert_described(model, spec, model_path, opset, tta)
+    proto = convert_described(models, spec, model_paths, opset, tta)
     faces = export_faces(config.verify_dir, config.verify_count, spec, config.seed, "verification")
     x, y = faces.x.astype(np.float32), known_classes(faces)
-    keras_probs = keras_reference(model, x, tta)
+    keras_probs = keras_reference(models, x, tta)
     with inference_errors(f"running the exported model on {len(x)} faces", RERUN_FIX, EXIT_FAILED):
         fp32_predict = session_predict(ort_session(proto.SerializeToString()))
         fp32_probs = in_batches(fp32_predict, x)
     fp32 = compare(keras_probs, fp32_probs, y)
     report: dict = {
-        "source": str(model_path),
+        "source": " + ".join(map(str, model_paths)),
         "verify_set": faces.source,
         "verify_faces": len(x),
         "opset": opset,
@@ -146,14 +165,29 @@ def export(config: ExportConfig) -> dict:
     import onnx  # lazily, as everywhere in export: the command line stays fast
 
     staged = Staged()
+    full = TempFile(output) if config.half_weights else None  # the full-precision file INT8 is made from
+    if full is not None:
+        full.close_fd()
     try:
         fp32_tmp = staged.add(output)
         with write_errors(output):
-            onnx.save(proto, fp32_tmp)
-        report["fp32"]["bytes"] = fp32_tmp.stat().st_size
+            onnx.save(proto, fp32_tmp if full is None else full.path)
         with inference_errors(f"timing the exported {output.name}", RERUN_FIX, EXIT_FAILED):
             fp32_fps = faces_per_second(fp32_predict, x)
+        if full is not None:
+            half = make_verified(output, fp32_tmp, lambda tmp: make_half_weights(proto, tmp),
+                                 lambda path: measure_variant(path, x, y, fp32_probs, fp32, fp32_fps,
+                                                              HALF_WEIGHTS_MIN_AGREEMENT),
+                                 HALF_WEIGHTS_MIN_AGREEMENT)
+            report["fp32"]["half_weights"] = {k: half[k] for k in ("bytes", "max_abs_diff", "argmax_agreement",
+                                                                   "min_agreement", "faces_per_s") if k in half}
+            if half["path"] is None:
+                raise ModelError(f"with float16-stored weights the model agrees with fp32 on "
+                                 f"{half['argmax_agreement']:.4f} of the faces (need {HALF_WEIGHTS_MIN_AGREEMENT}): "
+                                 "nothing written; export without half weights", exit_code=EXIT_FAILED)
+        report["fp32"]["bytes"] = fp32_tmp.stat().st_size
         report["fp32"]["faces_per_s"] = round(fp32_fps, 1)
+        source = fp32_tmp if full is None else full.path
 
         def measure(bound: float) -> Callable[[Path], dict]:
             return lambda path: measure_variant(path, x, y, fp32_probs, fp32, fp32_fps, bound)
@@ -161,7 +195,7 @@ def export(config: ExportConfig) -> dict:
         if config.fp16:
             path = output.with_name(output.stem + ".fp16.onnx")
             report["fp16"] = make_verified(
-                path, staged.add(path), lambda tmp: make_fp16(proto, tmp, provenance(model_path, opset, "fp16", tta)),
+                path, staged.add(path), lambda tmp: make_fp16(proto, tmp, provenance(model_paths, opset, "fp16", tta)),
                 measure(FP16_MIN_AGREEMENT), FP16_MIN_AGREEMENT)
         if config.int8:
             calib = export_faces(config.calib_dir, config.calib_count, spec, config.seed + 1, "calibration")
@@ -170,7 +204,7 @@ def export(config: ExportConfig) -> dict:
             path = output.with_name(output.stem + ".int8.onnx")
             report["int8"] = make_verified(
                 path, staged.add(path),
-                lambda tmp: make_int8(fp32_tmp, tmp, calib_x, provenance(model_path, opset, "int8", tta)),
+                lambda tmp: make_int8(source, tmp, calib_x, provenance(model_paths, opset, "int8", tta)),
                 measure(INT8_MIN_AGREEMENT), INT8_MIN_AGREEMENT)
         failed = [n for n in ("fp16", "int8") if n in report and report[n]["path"] is None]
         if failed and not config.skip_failed_variants:
@@ -184,6 +218,8 @@ def export(config: ExportConfig) -> dict:
         staged.commit()
     finally:
         staged.discard()  # after a failure or an interruption: nothing of this export is left
+        if full is not None:
+            full.discard()
     return report
 
 
@@ -263,7 +299,9 @@ def format_report(report: dict) -> str:
 def _parser() -> ArgumentParser:
     d = ExportConfig(model=Path())  # only its defaults are read
     p = ArgumentParser(prog="export-onnx", description="Convert a trainer-fit .keras model to verified ONNX.")
-    p.add_argument("model", type=path_arg, help=".keras model from trainer-fit (e.g. runs/fer2013/best.keras)")
+    p.add_argument("model", type=path_arg, nargs="+",
+                   help=".keras model from trainer-fit (e.g. runs/fer2013/best.keras); several: one graph that "
+                        "averages their probabilities (an ensemble; one contract)")
     p.add_argument("--output", "-o", type=path_arg, default=d.output, help="ONNX file to write")
     p.add_argument(
         "--labels", default=None, help="comma-separated class names in output order (default: read from the model)"
@@ -279,6 +317,9 @@ def _parser() -> ArgumentParser:
     p.add_argument("--verify-count", type=COUNTS, default=d.verify_count, help="faces used for verification")
     p.add_argument("--fp16", action="store_true", help="also write <output>.fp16.onnx (float16 weights)")
     p.add_argument("--int8", action="store_true", help="also write <output>.int8.onnx (static INT8, QDQ)")
+    p.add_argument("--half-weights", action="store_true",
+                   help="store the fp32 file's weights as float16 (the arithmetic stays float32): about half the "
+                        "file, checked against full precision")
     p.add_argument(
         "--calib-dir",
         type=path_arg,
@@ -319,7 +360,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if folder is not None:
             folders[name] = folder
     config = ExportConfig(
-        model=args.model,
+        model=args.model[0],
+        members=tuple(args.model[1:]),
+        half_weights=args.half_weights,
         output=args.output,
         labels=labels,
         opset=args.opset,

@@ -27,6 +27,49 @@ def to_fp16(proto):
         return float16.convert_float_to_float16(proto, keep_io_types=True)
 
 
+#: Smallest float32 initializer (in elements) that :func:`to_half_weights` stores as float16:
+#: biases and the views' small constants stay float32 (they weigh nothing).
+HALF_MIN_ELEMENTS = 1024
+
+
+def to_half_weights(proto):
+    """A copy of an fp32 ``onnx.ModelProto`` whose large weights are stored as float16.
+
+    Each float32 initializer of at least :data:`HALF_MIN_ELEMENTS` elements becomes a float16
+    initializer and a ``Cast`` back to float32, which onnxruntime and OpenVINO fold when the model
+    loads: the file is about half the size and the arithmetic stays float32. Only the weights are
+    rounded (about 3 significant digits), unlike :func:`to_fp16`, whose arithmetic is float16 too.
+    A tensor that float16 cannot hold (a value over 65504, or one rounded to zero that was not)
+    keeps float32.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    half = onnx.ModelProto()
+    half.CopyFrom(proto)
+    graph = half.graph
+    casts, keep = [], []
+    for init in graph.initializer:
+        if init.data_type != TensorProto.FLOAT or int(np.prod(init.dims)) < HALF_MIN_ELEMENTS:
+            keep.append(init)
+            continue
+        values = numpy_helper.to_array(init)
+        stored = values.astype(np.float16)
+        if not np.isfinite(stored).all() or ((stored == 0) & (values != 0)).mean() > 0.01:
+            keep.append(init)
+            continue
+        keep.append(numpy_helper.from_array(stored, f"{init.name}__fp16"))
+        casts.append(helper.make_node("Cast", [f"{init.name}__fp16"], [init.name], to=TensorProto.FLOAT,
+                                      name=f"{init.name}__to_fp32"))
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    nodes = casts + list(graph.node)  # the casts read initializers only: first keeps the order topological
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(half)
+    return half
+
+
 #: The op types quantized: the network's. The test-time views' preprocessing (Slice, Concat,
 #: Resize, Transpose, ReverseSequence, the rescaling Mul) and the Softmax/ReduceMean at the end stay float.
 QUANTIZED_OPS = ("Conv", "Gemm", "MatMul", "MaxPool", "Relu")
@@ -130,6 +173,15 @@ def make_fp16(proto, path: Path, meta: dict[str, str]) -> None:
 
     half = to_fp16(proto)
     set_metadata(half, meta)
+    onnx.save(half, path)
+
+
+def make_half_weights(proto, path: Path) -> None:
+    """Write ``proto`` (the verified fp32 ``onnx.ModelProto``) with float16-stored weights to ``path``."""
+    import onnx
+
+    half = to_half_weights(proto)
+    set_metadata(half, {"weight_storage": "float16"})  # the arithmetic stays float32 (variant fp32)
     onnx.save(half, path)
 
 

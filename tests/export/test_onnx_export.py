@@ -313,3 +313,69 @@ def test_force_replaces_a_shipped_model(tiny_run: Path, fer_dir: Path, tmp_path:
     onnx_export.export(ExportConfig(**{**config.__dict__, "force": True}))
     meta = {p.key: p.value for p in onnx.load(shipped / "emotion_cnn.onnx").metadata_props}
     assert "best.keras" in json.dumps(meta)  # the new export is in place
+
+
+@pytest.fixture(scope="module")
+def sharper_member(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tiny_run's model with its last layer's weights tripled (sharper probabilities): a second ensemble member."""
+    from trainer.model import load_model, read_spec, save_model
+
+    model = load_model(tiny_run / "best.keras")
+    kernel, bias = model.layers[-1].get_weights()
+    model.layers[-1].set_weights([kernel * 3, bias * 3])
+    path = tmp_path_factory.mktemp("member") / "sharper.keras"
+    save_model(model, path, read_spec(tiny_run / "best.keras"))
+    return path
+
+
+def test_an_ensemble_averages_its_models_and_half_weights_halve_the_file(
+        tiny_run: Path, sharper_member: Path, fer_dir: Path, tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    from trainer.data import load_folder_split
+    from trainer.model import load_model
+
+    out = tmp_path / "ens.onnx"
+    proc = run_cli("export", str(tiny_run / "best.keras"), str(sharper_member), "--output", str(out),
+                   "--tta", "flip", "--half-weights", "--verify-dir", str(fer_dir / "test"), "--verify-count", "140")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    faces = load_folder_split(fer_dir / "test", limit_per_class=10, seed=5).x.astype(np.float32)
+    means = []
+    for path in (tiny_run / "best.keras", sharper_member):
+        model = load_model(path)
+        mirrored = faces[:, :, ::-1]
+        means.append((np.asarray(model(faces, training=False)) + np.asarray(model(mirrored, training=False))) / 2)
+    assert np.abs(means[0] - means[1]).max() > 0.01  # the members differ, so the mean is a real test
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"pixels": faces})[0]
+    assert np.abs(got - (means[0] + means[1]) / 2).max() < 2e-3  # float16-stored weights: ~3 digits
+    meta = {p.key: p.value for p in onnx.load(out).metadata_props}
+    assert meta["architecture"] == "ensemble" and meta["forward_passes"] == "4"
+    assert meta["weight_storage"] == "float16" and meta["variant"] == "fp32"
+    members = json.loads(meta["ensemble_members"])
+    assert [m["source_model"] for m in members] == ["best.keras", "sharper.keras"]
+    assert all(m["architecture"] == "documented" and len(m["source_sha256"]) == 64 for m in members)
+    report = json.loads(out.with_name("ens.export.json").read_text())["fp32"]
+    assert report["argmax_agreement"] == 1.0 and report["max_abs_diff"] < 1e-4  # full precision against Keras
+    half = report["half_weights"]
+    assert half["argmax_agreement"] >= 0.995 and half["bytes"] == out.stat().st_size
+    graph = onnx.load(out).graph
+    stored = {i.name: i.data_type for i in graph.initializer}
+    assert sum(t == onnx.TensorProto.FLOAT16 for t in stored.values()) >= 5  # the convolutions and dense layers
+    full_bytes = sum(np.prod(i.dims) * 4 for i in graph.initializer)  # what float32 storage would take
+    assert out.stat().st_size < 0.6 * full_bytes
+
+
+def test_an_ensemble_of_two_contracts_or_one_model_twice_is_refused(
+        tiny_run: Path, sharper_member: Path, tmp_path: Path) -> None:
+    from runtime.contract import ModelSpec
+    from trainer.model import load_model, save_model
+
+    relabelled = tmp_path / "relabelled.keras"
+    save_model(load_model(sharper_member), relabelled,
+               ModelSpec(labels=("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")))
+    out = tmp_path / "ens.onnx"
+    proc = run_cli("export", str(tiny_run / "best.keras"), str(relabelled), "--output", str(out))
+    assert_user_error(proc, 2, "relabelled.keras has another contract", "one contract")
+    proc = run_cli("export", str(tiny_run / "best.keras"), str(tiny_run / "best.keras"), "--output", str(out))
+    assert_user_error(proc, 2, "same model is given twice")
+    assert not out.exists() and not list(tmp_path.glob(".*.onnx"))
