@@ -65,6 +65,9 @@ def read_onnx(path: Path) -> tuple[ModelSpec, str, str, list[tuple[str, list[np.
     if meta.get("variant", "fp32") != "fp32":
         raise ModelError(f"model {path} is the {meta['variant']} variant: start from the fp32 file beside it")
     weights = {t.name: numpy_helper.to_array(t) for t in graph_model.graph.initializer}
+    for node in graph_model.graph.node:  # export-onnx --half-weights: float16 weights, each cast to float32
+        if node.op_type == "Cast" and node.input[0] in weights:
+            weights[node.output[0]] = weights[node.input[0]].astype(np.float32)
     ops = []
     for node in graph_model.graph.node:
         held = [weights[name] for name in node.input if name in weights and weights[name].ndim >= 1]
@@ -94,7 +97,8 @@ def keras_from_onnx(path: Path, calibration: np.ndarray):
 
     spec, arch, tta, ops = read_onnx(path)
     if arch not in ARCHITECTURES:
-        raise ModelError(f"model {path} has the architecture {arch!r}, which trainer-fit cannot build")
+        raise ModelError(f"model {path} has the architecture {arch!r}, which trainer-fit cannot build: start from "
+                         "one network's file (an ensemble's members are listed in its ensemble_members metadata)")
     model = build_model(spec, dtype="float32", arch=arch)
     pick = np.unique(np.linspace(0, len(calibration) - 1, CALIBRATION_FACES).round().astype(np.int64))
     faces = np.ascontiguousarray(calibration[pick], dtype=np.float32)

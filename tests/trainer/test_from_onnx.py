@@ -42,6 +42,33 @@ def test_rebuilt_network_gives_the_files_probabilities_on_unseen_faces(fer_dir: 
     assert len(x) >= 28 and np.mean(got.argmax(1) == val.y) > 0.5  # a trained network, not chance (1/7)
 
 
+def test_a_file_with_float16_stored_weights_is_rebuilt_and_an_ensemble_is_refused(fer_dir: Path,
+                                                                                   tmp_path: Path) -> None:
+    """export-onnx --half-weights casts each weight to float32 in the graph: the rebuilt network gives
+    that file's probabilities. An ensemble (several networks in one graph) is refused in one line."""
+    import onnx
+
+    from export.convert import forward, set_metadata
+    from export.variants import to_half_weights
+    from runtime.classifier import EmotionClassifier
+    from runtime.errors import ModelError
+    from trainer.from_onnx import keras_from_onnx
+
+    train, val = _faces(fer_dir)
+    half = tmp_path / "half.onnx"
+    onnx.save(to_half_weights(onnx.load(MODELS / "emotion_cnn.onnx")), half)
+    model, _, arch = keras_from_onnx(half, train.x)
+    x = val.x.astype(np.float32)
+    np.testing.assert_allclose(np.asarray(forward(model, x, "flip-zoom")),
+                               EmotionClassifier(half, provider="cpu").predict(x), atol=1e-4)
+    assert arch == "documented"
+    proto = onnx.load(half)
+    set_metadata(proto, {"architecture": "ensemble"})
+    onnx.save(proto, tmp_path / "ensemble.onnx")
+    with pytest.raises(ModelError, match="architecture 'ensemble', which trainer-fit cannot build: start from one"):
+        keras_from_onnx(tmp_path / "ensemble.onnx", train.x)
+
+
 def test_rebuilt_batch_norms_hold_the_statistics_of_real_faces(fer_dir: Path) -> None:
     """In training, a batch norm divides by its batch's own statistics: on a batch of real faces
     the rebuilt VGG's training-mode batch norms then compute what its inference does, so training
