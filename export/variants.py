@@ -39,8 +39,8 @@ def to_half_weights(proto):
     initializer and a ``Cast`` back to float32, which onnxruntime and OpenVINO fold when the model
     loads: the file is about half the size and the arithmetic stays float32. Only the weights are
     rounded (about 3 significant digits), unlike :func:`to_fp16`, whose arithmetic is float16 too.
-    A tensor that float16 cannot hold (a value over 65504, or one rounded to zero that was not)
-    keeps float32.
+    A tensor that float16 cannot hold keeps float32: one with a value over 65504, or with more than
+    1 % of its nonzero values rounded to zero.
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper

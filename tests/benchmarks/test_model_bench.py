@@ -37,7 +37,8 @@ def test_an_ensemble_costs_each_members_passes(tmp_path: Path) -> None:
     assert _flops_per_face(path) == pytest.approx(2 * per_view * 6, rel=1e-6)
 
 
-def test_an_ensemble_without_its_members_is_a_one_line_error(tmp_path: Path) -> None:
-    path = _relabelled(tmp_path, architecture="ensemble", ensemble_members="[{")
+@pytest.mark.parametrize("members", ["[{", "[]", '[{"file": "a.keras"}]'])
+def test_an_ensemble_without_its_members_is_a_one_line_error(tmp_path: Path, members: str) -> None:
+    path = _relabelled(tmp_path, architecture="ensemble", ensemble_members=members)
     with pytest.raises(ModelError, match="ensemble_members metadata: re-export it"):
         _flops_per_face(path)
