@@ -51,11 +51,11 @@ def _flops_per_face(model: Path | None = None) -> int:
         if archs[0] == ENSEMBLE:  # forward_passes counts every member's passes: their mean cost each
             try:
                 archs = [str(m["architecture"]) for m in json.loads(meta["ensemble_members"])]
-                if not archs:
-                    raise ValueError("no members")
             except (KeyError, TypeError, ValueError):
+                archs = []
+            if not archs:
                 raise ModelError(f"model {model} is an ensemble without readable ensemble_members metadata: "
-                                 "re-export it with export-onnx") from None
+                                 "re-export it with export-onnx")
         multiply_adds = round(sum(MULTIPLY_ADDS_BY_ARCH.get(a, MULTIPLY_ADDS) for a in archs) / len(archs))
     return 2 * multiply_adds * passes
 
