@@ -327,7 +327,8 @@ def _parser() -> ArgumentParser:
     p.add_argument("--media", type=path_arg, default=None,
                    help="folder the labels' file names are relative to (default: the labels file's folder)")
     p.add_argument("--model", type=path_arg, default=None,
-                   help="ONNX model, or a shipped one: fp32 (the default), int8, vgg or vgg-int8")
+                   help="ONNX model, or a shipped one: fp32 (the default), int8, vgg, vgg-int8, "
+                   "ensemble or ensemble-int8")
     p.add_argument("--provider", choices=PROVIDERS, default=None, help="inference engine (default: runtime-live's)")
     p.add_argument("--iou", type=Number(float, 0.0, 1.0, lo_open=True), default=IOU_THRESHOLD,
                    help="least IoU of a detection and a labelled face that match")

@@ -78,7 +78,8 @@ def _parser() -> ArgumentParser:
                         "a video file, a stream URL, an image, or a folder of photos and videos")
     p.add_argument("--model", type=path_arg, default=None,
                    help="ONNX model from export-onnx, or a shipped one: fp32 (the default), int8 (faster on a CPU), "
-                   "vgg (the stronger model) or vgg-int8 (MODEL_CARD.md)")
+                   "vgg (the stronger model), vgg-int8, ensemble (two VGGs: the most accurate, half the "
+                   "VGG's speed) or ensemble-int8 (MODEL_CARD.md)")
     p.add_argument("--provider", choices=PROVIDERS, default=default_of(EmotionClassifier, "provider"),
                    help="inference engine: auto (CUDA, else OpenVINO when installed, else CPU), cpu (onnxruntime), "
                         "cuda (onnxruntime-gpu: the [gpu] extra) or openvino (the [openvino] extra)")

@@ -185,7 +185,7 @@ def test_shipped_models_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     (tmp_path / "int8").write_bytes(DEFAULT_MODEL.read_bytes())
     local = EmotionClassifier("int8", provider="cpu")
     assert local.path == Path("int8") and local.metadata["variant"] == "fp32"
-    with pytest.raises(ModelError, match=r"shipped model \(fp32, int8, vgg, vgg-int8\)"):
+    with pytest.raises(ModelError, match=r"shipped model \(fp32, int8, vgg, vgg-int8, ensemble, ensemble-int8\)"):
         EmotionClassifier("int4")
 
 
