@@ -168,7 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                  labels=np.array(train.labels), models=np.array([str(m) for m in args.models]),
                  views=np.array(model_views))
     views = ", ".join(dict.fromkeys(model_views))
-    print(f"wrote {args.out}: the mean of {len(models)} models ({views} views) on {len(train)} training faces; "
+    teacher = "one model" if len(models) == 1 else f"the mean of {len(models)} models"
+    print(f"wrote {args.out}: {teacher} ({views} views) on {len(train)} training faces; "
           f"its top class is the label for {agree:.1%}", file=sys.stderr)
     return 0
 
