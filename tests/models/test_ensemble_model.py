@@ -11,25 +11,15 @@ import pytest
 
 from models import ENSEMBLE_INT8_MODEL, ENSEMBLE_MODEL, VGG_MODEL
 from runtime.classifier import EmotionClassifier
-from runtime.contract import FER2013_LABELS
-from tests import conftest
+from tests.models.conftest import open_shipped
 
-SAMPLE = 800  # real PublicTest faces, fixed seed (the VGG's test uses the same sample)
 MARGIN = 0.01  # the ensemble must beat the shipped VGG by this much on the same faces (PublicTest: +1.45 points)
-
-
-@pytest.fixture(scope="module")
-def public_test_sample(fer_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    return conftest.public_test_sample(fer_dir, SAMPLE, seed=7)
 
 
 def test_ensemble_is_shipped_by_name_under_10_mb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # a name works from any folder, as after pip install
     for name, path, variant in (("ensemble", ENSEMBLE_MODEL, "fp32"), ("ensemble-int8", ENSEMBLE_INT8_MODEL, "int8")):
-        clf = EmotionClassifier(name, provider="cpu")
-        assert clf.path == path and path.stat().st_size < 10_000_000, name
-        assert clf.labels == FER2013_LABELS and clf.spec.input_shape == (48, 48, 1)
-        assert clf.metadata["architecture"] == "ensemble" and clf.metadata["variant"] == variant
+        clf = open_shipped(name, path, variant, "ensemble")
         members = json.loads(clf.metadata["ensemble_members"])
         assert [m["architecture"] for m in members] == ["vgg", "vgg"], name
         assert members[0]["source_sha256"] != members[1]["source_sha256"]  # two networks, not one twice

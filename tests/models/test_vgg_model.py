@@ -4,30 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from models import DEFAULT_MODEL, VGG_INT8_MODEL, VGG_MODEL
 from runtime.classifier import EmotionClassifier
-from runtime.contract import FER2013_LABELS
-from tests import conftest
+from tests.models.conftest import open_shipped
 
-SAMPLE = 800  # real PublicTest faces, fixed seed
 MARGIN = 0.01  # the VGG must beat the documented CNN by this much on the same faces (PublicTest: +2.4 points)
-
-
-@pytest.fixture(scope="module")
-def public_test_sample(fer_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    return conftest.public_test_sample(fer_dir, SAMPLE, seed=7)
 
 
 def test_vgg_is_shipped_by_name_under_10_mb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # a name works from any folder, as after pip install
     for name, path, variant in (("vgg", VGG_MODEL, "fp32"), ("vgg-int8", VGG_INT8_MODEL, "int8")):
-        clf = EmotionClassifier(name, provider="cpu")
-        assert clf.path == path and path.stat().st_size < 10_000_000, name
-        assert clf.labels == FER2013_LABELS and clf.spec.input_shape == (48, 48, 1)
-        assert clf.metadata["architecture"] == "vgg" and clf.metadata["variant"] == variant
+        open_shipped(name, path, variant, "vgg")
 
 
 def test_vgg_beats_the_documented_cnn_on_the_same_real_faces(public_test_sample) -> None:
