@@ -510,7 +510,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     EmotionClassifier(settings.model, provider=settings.provider, threads=1)  # a bad model: one line now, not N
     left = sum(1 for job in jobs if args.redo or not job.finished())
-    print(f"runtime-batch: {len(jobs)} videos, {len(jobs) - left} already finished, {left} to do "
+    videos = "1 video" if len(jobs) == 1 else f"{len(jobs)} videos"
+    print(f"runtime-batch: {videos}, {len(jobs) - left} already finished, {left} to do "
           f"on the {args.engine} engine", file=sys.stderr)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:

@@ -135,6 +135,7 @@ def test_a_second_run_redoes_only_what_is_unfinished(archive: Path, local_run, t
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = summary_of(proc.stdout)
     assert (summary["videos"], summary["processed"], summary["skipped_finished"]) == (2, 1, 1)
+    assert "runtime-batch: 2 videos, 1 already finished, 1 to do on the local engine" in proc.stderr
     after = os.stat(out / "b_clip.jsonl")
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)  # not redone
     assert sorted(os.listdir(out)) == sorted(os.listdir(done))  # the partial file is gone
