@@ -20,3 +20,6 @@ SHIPPED_MODELS = {
     "ensemble": ENSEMBLE_MODEL,
     "ensemble-int8": ENSEMBLE_INT8_MODEL,
 }
+
+_NAMES = [f"{name} (the default)" if path == DEFAULT_MODEL else name for name, path in SHIPPED_MODELS.items()]
+SHIPPED_NAMES = ", ".join(_NAMES[:-1]) + " or " + _NAMES[-1]  # as a --model help lists them

@@ -60,6 +60,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models import SHIPPED_NAMES
 from runtime.cli_support import THREADS, ArgumentParser, Number, UserError, default_of, path_arg, run_main, temp_stem
 
 ENGINES = ("local", "ray")
@@ -383,8 +384,7 @@ def _parser() -> ArgumentParser:
     p.add_argument("--chunk", type=Number(int, 1, 4096), default=CHUNK,
                    help="frames of a video whose faces go through one model call")
     p.add_argument("--model", type=path_arg, default=None,
-                   help="ONNX model from export-onnx, or a shipped one: fp32 (the default), int8, vgg, vgg-int8, "
-                   "ensemble or ensemble-int8 (MODEL_CARD.md)")
+                   help=f"ONNX model from export-onnx, or a shipped one: {SHIPPED_NAMES} (MODEL_CARD.md)")
     p.add_argument("--provider", choices=PROVIDERS, default=default_of(EmotionClassifier, "provider"),
                    help="inference engine, as runtime-live's")
     p.add_argument("--threads", type=THREADS, default=default_of(EmotionClassifier, "threads"),

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models import SHIPPED_NAMES
 from runtime.cli_support import SEED, ArgumentParser, Number, UserError, check_output_path, path_arg, run_main
 from runtime.errors import DataError
 from runtime.face_labels import LabelledImage, read_labels
@@ -327,8 +328,7 @@ def _parser() -> ArgumentParser:
     p.add_argument("--media", type=path_arg, default=None,
                    help="folder the labels' file names are relative to (default: the labels file's folder)")
     p.add_argument("--model", type=path_arg, default=None,
-                   help="ONNX model, or a shipped one: fp32 (the default), int8, vgg, vgg-int8, "
-                   "ensemble or ensemble-int8")
+                   help=f"ONNX model, or a shipped one: {SHIPPED_NAMES}")
     p.add_argument("--provider", choices=PROVIDERS, default=None, help="inference engine (default: runtime-live's)")
     p.add_argument("--iou", type=Number(float, 0.0, 1.0, lo_open=True), default=IOU_THRESHOLD,
                    help="least IoU of a detection and a labelled face that match")

@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from models import SHIPPED_NAMES
 from runtime.cli_support import (
     THREADS,
     ArgumentParser,
@@ -77,9 +78,8 @@ def _parser() -> ArgumentParser:
                    help="auto (camera 0 with a window if present, else the demo), demo, a camera index, "
                         "a video file, a stream URL, an image, or a folder of photos and videos")
     p.add_argument("--model", type=path_arg, default=None,
-                   help="ONNX model from export-onnx, or a shipped one: fp32 (the default), int8 (faster on a CPU), "
-                   "vgg (the stronger model), vgg-int8, ensemble (two VGGs: the most accurate, half the "
-                   "VGG's speed) or ensemble-int8 (MODEL_CARD.md)")
+                   help=f"ONNX model from export-onnx, or a shipped one: {SHIPPED_NAMES} (MODEL_CARD.md compares "
+                   "their accuracy and speed)")
     p.add_argument("--provider", choices=PROVIDERS, default=default_of(EmotionClassifier, "provider"),
                    help="inference engine: auto (CUDA, else OpenVINO when installed, else CPU), cpu (onnxruntime), "
                         "cuda (onnxruntime-gpu: the [gpu] extra) or openvino (the [openvino] extra)")

@@ -189,6 +189,16 @@ def test_shipped_models_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         EmotionClassifier("int4")
 
 
+def test_the_model_help_of_each_command_names_every_shipped_model() -> None:
+    from models import SHIPPED_MODELS
+    from runtime import batch, evaluate, live
+
+    for command in (live, batch, evaluate):
+        help_text = next(action.help for action in command._parser()._actions if action.dest == "model")
+        assert "fp32 (the default)" in help_text, command.__name__
+        assert all(name in help_text for name in SHIPPED_MODELS), (command.__name__, help_text)
+
+
 def test_text_file_is_not_a_model(tmp_path: Path):
     path = tmp_path / "model.onnx"
     path.write_text("this is not an ONNX model\n")
